@@ -1,0 +1,51 @@
+"""Reading audio files: any format libsndfile reads (WAV, FLAC, OGG, MP3), downmixed and resampled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from trainer.errors import UserError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclass
+class LoadedAudio:
+    samples: np.ndarray  # float32 mono in [-1, 1] at the requested rate
+    source_rate: int
+    channels: int
+
+
+def load_audio(path: Path, sampling_rate: int) -> LoadedAudio:
+    """Read ``path`` as float32 mono at ``sampling_rate``; raise UserError for anything unusable."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile reports corrupt, truncated and unknown formats alike
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read audio file {path}: {detail}") from None
+    if data.size == 0:
+        raise UserError(f"audio file {path} is empty (no samples)")
+    if not np.isfinite(data).all():
+        raise UserError(f"audio file {path} contains NaN or infinite samples")
+    channels = data.shape[1]
+    mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+    if rate != sampling_rate:
+        mono = soxr.resample(mono, rate, sampling_rate, quality="VHQ").astype(np.float32)
+    return LoadedAudio(np.ascontiguousarray(mono, dtype=np.float32), rate, channels)
+
+
+def peak_normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
+    """Scale so that the largest magnitude is ``peak`` (the reference's ``normalize(audio) * 0.95``)."""
+    largest = float(np.abs(samples).max())
+    if largest == 0.0:
+        return samples
+    return (samples / largest * peak).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, sampling_rate: int) -> None:
+    sf.write(str(path), np.clip(samples, -1.0, 1.0), sampling_rate, subtype="PCM_16")

@@ -1,0 +1,125 @@
+"""Checkpoint files: ours (everything needed to resume exactly) and jik876's g_/do_ pairs.
+
+Ours are written atomically (temporary file, fsync, rename, fsync of the folder) and read with
+``torch.load(weights_only=True)``, so a checkpoint can never execute code and a crash mid-write
+leaves the previous checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.errors import UserError
+from vocodertui.rundir import RunPaths
+
+log = logging.getLogger("trainer")
+
+FORMAT = "vocodertui-checkpoint"
+VERSION = 1
+
+
+def save_atomic(obj: Any, path: Path) -> int:
+    """torch.save ``obj`` to ``path`` so that readers see the old file or the new one, never half of it.
+
+    Returns the file size in bytes.
+    """
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path.stat().st_size
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Load a checkpoint-like file safely; UserError if it is missing, truncated or not a checkpoint."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({detail[:160]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} does not hold a dictionary of states")
+    return obj
+
+
+def is_ours(obj: dict[str, Any]) -> bool:
+    return obj.get("format") == FORMAT
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def latest_valid(run: RunPaths) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``run`` that loads; corrupt ones are reported and passed over."""
+    for step, path in reversed(run.checkpoint_files()):
+        try:
+            obj = load_file(path)
+        except UserError as exc:
+            log.warning("%s; using the previous checkpoint", exc)
+            continue
+        if is_ours(obj):
+            return path, obj
+        log.warning("%s is not a vocodertui checkpoint; skipped", path)
+    return None
+
+
+def load_jik876_pair(path: Path) -> dict[str, Any]:
+    """A jik876 ``g_########`` (and its ``do_########`` beside it, when present) as one state dict.
+
+    Returns keys ``generator`` and, with the do_ file, ``mpd``, ``msd``, ``optim_g``, ``optim_d``,
+    ``step`` (completed steps: jik876 stores the index of the last step) and ``epoch``.
+    """
+    g = load_file(path)
+    if "generator" not in g:
+        raise UserError(f"{path} is neither a vocodertui checkpoint nor a jik876 generator file (no 'generator' key)")
+    out = {"generator": g["generator"]}
+    if path.name.startswith("g_"):
+        do_path = path.with_name("do_" + path.name[2:])
+        if do_path.is_file():
+            do = load_file(do_path)
+            missing = {"mpd", "msd", "optim_g", "optim_d", "steps", "epoch"} - do.keys()
+            if missing:
+                raise UserError(f"{do_path} lacks {', '.join(sorted(missing))}")
+            out.update(mpd=do["mpd"], msd=do["msd"], optim_g=do["optim_g"], optim_d=do["optim_d"],
+                       step=int(do["steps"]) + 1, epoch=int(do["epoch"]))
+    return out

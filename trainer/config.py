@@ -1,0 +1,370 @@
+"""Typed configuration: YAML files in ``config/`` (read with ``yaml.safe_load``) or a jik876 ``config.json``.
+
+Every problem is raised as a ``UserError`` whose message is one line naming the file and the key.
+This module does not import torch, so the dashboard and the control commands can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from trainer.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class AudioConfig:
+    sampling_rate: int = 22050
+    n_fft: int = 1024
+    num_mels: int = 80
+    hop_size: int = 256
+    win_size: int = 1024
+    fmin: float = 0.0
+    fmax: Optional[float] = 8000.0
+    # None means Nyquist, as in the reference, where the loss mel spans the full band.
+    fmax_for_loss: Optional[float] = None
+
+
+@dataclass
+class GeneratorConfig:
+    resblock: str = "1"
+    upsample_rates: list[int] = field(default_factory=lambda: [8, 8, 2, 2])
+    upsample_kernel_sizes: list[int] = field(default_factory=lambda: [16, 16, 4, 4])
+    upsample_initial_channel: int = 512
+    resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5]] * 3)
+
+
+@dataclass
+class DiscriminatorConfig:
+    periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    scales: int = 3
+    # Divides every discriminator width; 1 is the reference. Only small demo runs change it.
+    channel_divisor: int = 1
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 16
+    segment_size: int = 8192
+    learning_rate_g: float = 2e-4
+    learning_rate_d: float = 2e-4
+    adam_b1: float = 0.8
+    adam_b2: float = 0.99
+    # ExponentialLR factor applied once per epoch, as the reference does.
+    lr_decay: float = 0.999
+    lambda_mel: float = 45.0
+    lambda_adv: float = 1.0
+    lambda_fm: float = 2.0
+    seed: int = 1234
+    target_step: int = 500_000
+    grad_clip: Optional[float] = None
+    precision: str = "fp32"
+    device: str = "auto"
+    threads: Optional[int] = None
+    num_workers: int = 2
+
+
+@dataclass
+class ScheduleConfig:
+    log_every: int = 100
+    validate_every: int = 1000
+    checkpoint_every: int = 5000
+    keep_last: int = 3
+    val_samples: int = 3
+    milestones: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None
+    val_count: int = 150
+    # Peak-normalise training audio to 0.95 as the reference does (it skips this when fine-tuning).
+    normalize: bool = True
+    # Fine-tuning: a folder of {stem}.npy teacher-forced mels from an acoustic model.
+    mels_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class Config:
+    name: str = "hifigan"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_signature(self) -> dict[str, Any]:
+        """What a checkpoint must share with a config to be loaded into it."""
+        return {
+            "audio": dataclasses.asdict(self.audio),
+            "generator": dataclasses.asdict(self.generator),
+            "discriminator": dataclasses.asdict(self.discriminator),
+        }
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "name"}
+
+# jik876 config.json key -> (section, field). Keys mapped to None are accepted and ignored.
+JIK876_KEYS: dict[str, Optional[tuple[str, str]]] = {
+    "resblock": ("generator", "resblock"),
+    "upsample_rates": ("generator", "upsample_rates"),
+    "upsample_kernel_sizes": ("generator", "upsample_kernel_sizes"),
+    "upsample_initial_channel": ("generator", "upsample_initial_channel"),
+    "resblock_kernel_sizes": ("generator", "resblock_kernel_sizes"),
+    "resblock_dilation_sizes": ("generator", "resblock_dilation_sizes"),
+    "batch_size": ("training", "batch_size"),
+    "segment_size": ("training", "segment_size"),
+    "adam_b1": ("training", "adam_b1"),
+    "adam_b2": ("training", "adam_b2"),
+    "lr_decay": ("training", "lr_decay"),
+    "seed": ("training", "seed"),
+    "num_workers": ("training", "num_workers"),
+    "num_mels": ("audio", "num_mels"),
+    "n_fft": ("audio", "n_fft"),
+    "hop_size": ("audio", "hop_size"),
+    "win_size": ("audio", "win_size"),
+    "sampling_rate": ("audio", "sampling_rate"),
+    "fmin": ("audio", "fmin"),
+    "fmax": ("audio", "fmax"),
+    "fmax_for_loss": ("audio", "fmax_for_loss"),
+    "learning_rate": None,  # both optimisers, handled below
+    "num_gpus": None,
+    "num_freq": None,
+    "dist_config": None,
+}
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path, or the bare name of a file in the project's ``config/`` folder (``demo``, ``hifigan_v1``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / name_or_path, CONFIG_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"config file not found: {name_or_path}")
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    path = resolve_config_path(str(name_or_path))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        raw = _from_jik876(raw, path)
+        raw.setdefault("name", path.parent.name or path.stem)
+    else:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "malformed YAML"
+            raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+        raw = {} if raw is None else raw
+        raw.setdefault("name", path.stem)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: Any, source: str = "config") -> Config:
+    """Build and validate a Config from plain data (a parsed file, or a checkpoint's saved config)."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of sections at the top level")
+    cfg = Config()
+    for key, value in raw.items():
+        if key == "name":
+            cfg.name = _check_type(value, str, source, "name")
+        elif key in SECTIONS:
+            section_cls = typing.get_type_hints(Config)[key]
+            setattr(cfg, key, _section_from_dict(section_cls, value, source, key))
+        else:
+            raise UserError(f"{source}: unknown key '{key}'{_suggest(key, ['name', *SECTIONS])}")
+    validate(cfg, source)
+    return cfg
+
+
+def _from_jik876(raw: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in raw.items():
+        if key not in JIK876_KEYS:
+            raise UserError(f"{path}: unknown key '{key}'{_suggest(key, list(JIK876_KEYS))}")
+        target = JIK876_KEYS[key]
+        if key == "learning_rate":
+            out["training"]["learning_rate_g"] = value
+            out["training"]["learning_rate_d"] = value
+        elif target is not None:
+            section, name = target
+            out[section][name] = value
+    return out
+
+
+def _section_from_dict(cls: type, value: Any, source: str, section: str) -> Any:
+    if not isinstance(value, dict):
+        raise UserError(f"{source}: '{section}' must be a mapping of keys, got {_type_name(value)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, item in value.items():
+        if key not in hints:
+            raise UserError(f"{source}: unknown key '{section}.{key}'{_suggest(key, list(hints))}")
+        kwargs[key] = _check_type(item, hints[key], source, f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, hint: Any, source: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _check_type(value, inner, source, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{source}: '{where}' must be a list, got {_type_name(value)}")
+        return [_check_type(v, args[0], source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is str:
+        # jik876 writes resblock as "1"; accept a bare 1 from YAML as the same thing
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return str(value)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    raise UserError(f"{source}: '{where}' must be {_type_word(hint)}, got {_type_name(value)} {value!r}")
+
+
+def _type_word(hint: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else f" (valid: {', '.join(valid)})"
+
+
+def validate(cfg: Config, source: str) -> None:
+    def fail(message: str) -> None:
+        raise UserError(f"{source}: {message}")
+
+    a, g, d, t, s = cfg.audio, cfg.generator, cfg.discriminator, cfg.training, cfg.schedule
+    nyquist = a.sampling_rate / 2
+    for name in ("sampling_rate", "n_fft", "num_mels", "hop_size", "win_size"):
+        if getattr(a, name) <= 0:
+            fail(f"audio.{name} must be positive")
+    if a.win_size > a.n_fft:
+        fail(f"audio.win_size ({a.win_size}) must not exceed audio.n_fft ({a.n_fft})")
+    if a.hop_size > a.n_fft:
+        fail(f"audio.hop_size ({a.hop_size}) must not exceed audio.n_fft ({a.n_fft})")
+    for name in ("fmax", "fmax_for_loss"):
+        value = getattr(a, name)
+        if value is not None and value > nyquist:
+            fail(f"audio.{name} ({value:g} Hz) is above Nyquist ({nyquist:g} Hz for {a.sampling_rate} Hz audio)")
+        if value is not None and value <= a.fmin:
+            fail(f"audio.{name} ({value:g} Hz) must be above audio.fmin ({a.fmin:g} Hz)")
+    if a.fmin < 0:
+        fail("audio.fmin must not be negative")
+
+    if g.resblock not in ("1", "2"):
+        fail(f"generator.resblock must be '1' or '2', got {g.resblock!r}")
+    if not g.upsample_rates:
+        fail("generator.upsample_rates must not be empty")
+    if len(g.upsample_rates) != len(g.upsample_kernel_sizes):
+        fail("generator.upsample_rates and generator.upsample_kernel_sizes must have the same length")
+    if math.prod(g.upsample_rates) != a.hop_size:
+        fail(
+            f"product of generator.upsample_rates ({'x'.join(map(str, g.upsample_rates))} = "
+            f"{math.prod(g.upsample_rates)}) must equal audio.hop_size ({a.hop_size})"
+        )
+    for u, k in zip(g.upsample_rates, g.upsample_kernel_sizes):
+        if k < u or (k - u) % 2:
+            fail(f"generator.upsample_kernel_sizes: kernel {k} for rate {u} must be >= the rate and differ by an even number")
+    if len(g.resblock_kernel_sizes) != len(g.resblock_dilation_sizes) or not g.resblock_kernel_sizes:
+        fail("generator.resblock_kernel_sizes and generator.resblock_dilation_sizes must have the same, non-zero length")
+    expected_dilations = 3 if g.resblock == "1" else 2
+    for dil in g.resblock_dilation_sizes:
+        if len(dil) != expected_dilations:
+            fail(f"generator.resblock_dilation_sizes: resblock {g.resblock} takes {expected_dilations} dilations per kernel, got {dil}")
+    if g.upsample_initial_channel % (2 ** len(g.upsample_rates)):
+        fail("generator.upsample_initial_channel must be divisible by 2 ** len(generator.upsample_rates)")
+
+    if d.channel_divisor not in (1, 2, 4, 8):
+        fail(f"discriminator.channel_divisor must be 1, 2, 4 or 8, got {d.channel_divisor}")
+    if not d.periods or any(p < 2 for p in d.periods):
+        fail("discriminator.periods must be a non-empty list of periods >= 2")
+    if d.scales < 1:
+        fail("discriminator.scales must be at least 1")
+
+    if t.segment_size <= 0 or t.segment_size % a.hop_size:
+        fail(f"training.segment_size ({t.segment_size}) must be a positive multiple of audio.hop_size ({a.hop_size})")
+    if t.batch_size < 1:
+        fail("training.batch_size must be at least 1")
+    if t.precision not in PRECISIONS:
+        fail(f"training.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if t.device not in DEVICES:
+        fail(f"training.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
+    if t.threads is not None and t.threads < 1:
+        fail("training.threads must be at least 1")
+    if t.num_workers < 0:
+        fail("training.num_workers must not be negative")
+    if t.target_step < 1:
+        fail("training.target_step must be at least 1")
+    if t.grad_clip is not None and t.grad_clip <= 0:
+        fail("training.grad_clip must be positive")
+    for name in ("learning_rate_g", "learning_rate_d"):
+        if getattr(t, name) <= 0:
+            fail(f"training.{name} must be positive")
+    for name in ("log_every", "validate_every", "checkpoint_every", "keep_last"):
+        if getattr(s, name) < 1:
+            fail(f"schedule.{name} must be at least 1")
+    if s.val_samples < 0:
+        fail("schedule.val_samples must not be negative")
+    if cfg.data.val_count < 1:
+        fail("data.val_count must be at least 1")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def signature_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:
+    """The first difference between two model signatures, as 'key: saved vs current', or None."""
+    for section in current:
+        for key, value in current[section].items():
+            old = saved.get(section, {}).get(key)
+            if old != value:
+                return f"{section}.{key} is {old!r} in the checkpoint but {value!r} in the config"
+    return None

@@ -1,0 +1,126 @@
+"""Inference from any checkpoint (ours or jik876's), and export to the reference's generator format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from trainer import checkpoint as ckpt
+from trainer.audio import load_audio, write_wav
+from trainer.config import Config, config_from_dict, load_config, signature_mismatch
+from trainer.errors import UserError
+from trainer.mel import input_mel
+from trainer.models import Generator
+
+
+
+def load_generator_state(checkpoint: Path, config: Optional[str]) -> tuple[dict, Config]:
+    """The generator's state dict and the config it belongs to.
+
+    Our checkpoints carry their config (``config``, if given, must describe the same model); a
+    jik876 ``g_########`` needs ``config`` or the ``config.json`` beside it.
+    """
+    state = ckpt.load_file(checkpoint)
+    if ckpt.is_ours(state):
+        cfg = config_from_dict(state["config"], source=f"{checkpoint} (saved config)")
+        if config:
+            given = load_config(config)
+            mismatch = signature_mismatch(state["signature"], given.model_signature())
+            if mismatch:
+                raise UserError(f"--config does not match {checkpoint}: {mismatch}")
+            cfg = given
+        return state["generator"], cfg
+    if "generator" not in state:
+        raise UserError(f"{checkpoint} is neither a vocodertui checkpoint nor a jik876 generator file")
+    if config is None:
+        beside = checkpoint.parent / "config.json"
+        if not beside.is_file():
+            raise UserError(f"{checkpoint} is a jik876 generator: pass --config (no config.json beside it)")
+        config = str(beside)
+    return state["generator"], load_config(config)
+
+
+def build_generator(state_dict: dict, cfg: Config, source: Path) -> Generator:
+    generator = Generator(cfg.generator, cfg.audio.num_mels)
+    try:
+        generator.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{source} does not fit config {cfg.name}: {first[:200]}") from None
+    return generator.eval().fold_weight_norm()
+
+
+def read_input_mel(path: Path, cfg: Config) -> torch.Tensor:
+    """[1, num_mels, frames] from a mel ``.npy`` or from any audio file (resampled to the config's rate)."""
+    if path.suffix == ".npy":
+        try:
+            mel = np.load(path)
+        except Exception:
+            raise UserError(f"{path} is not a readable .npy file") from None
+        if mel.ndim == 3 and mel.shape[0] == 1:
+            mel = mel[0]
+        if mel.ndim != 2 or mel.shape[0] != cfg.audio.num_mels:
+            raise UserError(f"{path} has shape {mel.shape}; expected a mel of shape [{cfg.audio.num_mels}, frames]")
+        if not np.isfinite(mel).all():
+            raise UserError(f"{path} contains NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0)
+    loaded = load_audio(path, cfg.audio.sampling_rate)
+    if len(loaded.samples) < cfg.audio.n_fft:
+        raise UserError(f"{path} is too short: {len(loaded.samples)} samples, need at least {cfg.audio.n_fft}")
+    with torch.no_grad():
+        return input_mel(cfg.audio)(torch.from_numpy(loaded.samples).unsqueeze(0))
+
+
+def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None) -> float:
+    """Write the waveform for ``input_path`` to ``out``; returns its duration in seconds."""
+    if not input_path.is_file():
+        raise UserError(f"input file not found: {input_path}")
+    state_dict, cfg = load_generator_state(checkpoint, config)
+    generator = build_generator(state_dict, cfg, checkpoint)
+    mel = read_input_mel(input_path, cfg)
+    with torch.inference_mode():
+        audio = generator(mel)[0, 0].numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out, audio, cfg.audio.sampling_rate)
+    return len(audio) / cfg.audio.sampling_rate
+
+
+def jik876_config(cfg: Config) -> dict:
+    a, g, t = cfg.audio, cfg.generator, cfg.training
+    return {
+        "resblock": g.resblock, "num_gpus": 0, "batch_size": t.batch_size, "learning_rate": t.learning_rate_g,
+        "adam_b1": t.adam_b1, "adam_b2": t.adam_b2, "lr_decay": t.lr_decay, "seed": t.seed,
+        "upsample_rates": g.upsample_rates, "upsample_kernel_sizes": g.upsample_kernel_sizes,
+        "upsample_initial_channel": g.upsample_initial_channel, "resblock_kernel_sizes": g.resblock_kernel_sizes,
+        "resblock_dilation_sizes": g.resblock_dilation_sizes, "segment_size": t.segment_size,
+        "num_mels": a.num_mels, "num_freq": a.n_fft // 2 + 1, "n_fft": a.n_fft, "hop_size": a.hop_size,
+        "win_size": a.win_size, "sampling_rate": a.sampling_rate, "fmin": a.fmin, "fmax": a.fmax,
+        "fmax_for_loss": a.fmax_for_loss, "num_workers": t.num_workers,
+        "dist_config": {"dist_backend": "nccl", "dist_url": "tcp://localhost:54321", "world_size": 1},
+    }
+
+
+def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[str]:
+    """Write ``out`` as a jik876 generator file and ``config.json`` beside it; returns warnings."""
+    state_dict, cfg = load_generator_state(checkpoint, config)
+    build_generator(state_dict, cfg, checkpoint)  # refuses weights that do not fit the config
+    config_path = out.parent / "config.json"
+    config_text = json.dumps(jik876_config(cfg), indent=4) + "\n"
+    if config_path.exists() and config_path.read_text(encoding="utf-8") != config_text:
+        raise UserError(f"{config_path} exists and describes another model; export into another folder")
+    if out.exists():
+        raise UserError(f"{out} exists; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.save_atomic({"generator": {k: v.clone() for k, v in state_dict.items()}}, out)
+    config_path.write_text(config_text, encoding="utf-8")
+    warnings = []
+    if cfg.audio.num_mels != 80:
+        warnings.append(
+            f"the reference's Generator is built for 80 mels (its conv_pre is fixed); this model takes "
+            f"{cfg.audio.num_mels}, so jik876's own code cannot load it without that one change"
+        )
+    return warnings
