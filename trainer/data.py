@@ -81,10 +81,11 @@ def split(utterances: list[Utterance], val_count: int, seed: int) -> tuple[list[
     return train, val
 
 
-def cache_key(cfg: Config) -> str:
-    """Everything that changes the cached audio or mels; a different key is a different cache folder."""
+def cache_key(cfg: Config, data_dir: Path) -> str:
+    """The dataset and everything that changes its cached audio or mels; another key, another folder."""
     a = cfg.audio
     params = {
+        "data": str(data_dir.resolve()),
         "version": CACHE_VERSION, "sampling_rate": a.sampling_rate, "n_fft": a.n_fft, "num_mels": a.num_mels,
         "hop_size": a.hop_size, "win_size": a.win_size, "fmin": a.fmin, "fmax": a.fmax,
         "normalize": cfg.data.normalize and cfg.data.mels_dir is None,
@@ -98,9 +99,9 @@ class FeatureCache:
     An entry is rebuilt when its source file's size or modification time changes.
     """
 
-    def __init__(self, cfg: Config, root: Path):
+    def __init__(self, cfg: Config, data_dir: Path, root: Path):
         self.cfg = cfg
-        self.dir = root / cache_key(cfg)
+        self.dir = root / cache_key(cfg, data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.index_path = self.dir / "index.json"
         try:
@@ -204,7 +205,7 @@ class VocoderData:
                 f"{data_dir}: {len(self.train)} training files after the validation split, "
                 f"fewer than training.batch_size ({cfg.training.batch_size})"
             )
-        self.cache = FeatureCache(cfg, cache_root)
+        self.cache = FeatureCache(cfg, data_dir, cache_root)
         self.cache.prepare(utterances)
         self.mels_dir = Path(cfg.data.mels_dir) if cfg.data.mels_dir else None
         self._finetune_mels: dict[str, np.ndarray] = {}

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 
 from trainer import checkpoint as ckpt
-from trainer.config import Config, dump_config, load_config
+from trainer.config import Config, config_from_dict, dump_config, load_config
 from trainer.data import VocoderData, default_cache_root, describe
 from trainer.demo_corpus import ensure_demo_corpus
 from trainer.errors import UserError
@@ -27,7 +28,7 @@ DEMO_DATA = "@demo"  # data.path value: the corpus vocodertui synthesises itself
 
 @dataclass
 class StartRequest:
-    config: str
+    config: Optional[str] = None  # default: the run's own config when continuing it, else the demo
     data: Optional[str] = None
     run: Optional[str] = None
     logs_dir: str = "logs"
@@ -50,28 +51,41 @@ def setup_logging(run: RunPaths, console: bool) -> None:
         log.addHandler(handler)
 
 
-def resolve_run(req: StartRequest, cfg: Config) -> RunPaths:
-    logs_dir = Path(req.logs_dir)
+def resolve_run(req: StartRequest) -> Optional[RunPaths]:
+    """The run named by --run, or the run whose checkpoint --resume names; None for a new run."""
     if req.run:
-        name = req.run
-    elif req.resume and req.resume != "latest" and Path(req.resume).resolve().parent.name == "checkpoints":
-        return RunPaths(Path(req.resume).resolve().parent.parent)
-    elif req.resume == "latest":
+        if "/" in req.run or req.run.startswith("."):
+            raise UserError(f"invalid run name {req.run!r}: use a plain folder name")
+        return RunPaths(Path(req.logs_dir) / req.run)
+    if req.resume == "latest":
         raise UserError("--resume latest needs --run NAME (the run to continue)")
-    else:
-        name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if "/" in name or name.startswith("."):
-        raise UserError(f"invalid run name {name!r}: use a plain folder name")
-    return RunPaths(logs_dir / name)
+    if req.resume and Path(req.resume).resolve().parent.name == "checkpoints":
+        return RunPaths(Path(req.resume).resolve().parent.parent)
+    return None
 
 
-def prepare_run_dir(run: RunPaths, resuming: bool) -> None:
-    if run.root.exists() and not resuming and (run.events.exists() or run.checkpoint_files()):
+def has_history(run: RunPaths) -> bool:
+    return run.events.exists() or bool(run.checkpoint_files())
+
+
+def choose_config(req: StartRequest, run: Optional[RunPaths]) -> Config:
+    """--config, else the config a continued run was trained with, else the demo."""
+    if req.config:
+        return load_config(req.config)
+    if run is not None and req.resume and run.config.is_file():
+        try:
+            raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            raise UserError(f"{run.config} is malformed YAML: pass --config") from None
+        return config_from_dict(raw, source=str(run.config))
+    return load_config("demo")
+
+
+def prepare_run_dir(run: RunPaths, continuing: bool) -> None:
+    if not continuing and has_history(run):
         raise UserError(
             f"run {run.name} already exists in {run.root.parent}: continue it with --resume latest, or pick another --run"
         )
-    if resuming and not run.root.is_dir():
-        raise UserError(f"run {run.name} not found in {run.root.parent}")
     try:
         run.root.mkdir(parents=True, exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)
@@ -80,6 +94,19 @@ def prepare_run_dir(run: RunPaths, resuming: bool) -> None:
         raise UserError(f"cannot create run directory {run.root}: {exc.strerror}") from None
     if not os.access(run.root, os.W_OK):
         raise UserError(f"run directory {run.root} is not writable")
+    for leftover in run.checkpoints.glob(".ckpt_*.tmp*"):  # from a trainer killed mid-write
+        leftover.unlink(missing_ok=True)
+
+
+def supersede_checkpoints(run: RunPaths, resume_step: int) -> list[int]:
+    """Move checkpoints newer than the resume point out of the way (into checkpoints/superseded/)."""
+    newer = [(step, path) for step, path in run.checkpoint_files() if step > resume_step]
+    if newer:
+        target = run.checkpoints / "superseded"
+        target.mkdir(exist_ok=True)
+        for _, path in newer:
+            os.replace(path, target / path.name)
+    return [step for step, _ in newer]
 
 
 def resolve_data_dir(req: StartRequest, cfg: Config) -> Path:
@@ -104,16 +131,28 @@ def load_resume_state(req: StartRequest, run: RunPaths) -> tuple[Path, dict[str,
     return path, ckpt.load_jik876_pair(path)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def start_training(req: StartRequest, console: bool = True) -> str:
     """Train in this process; returns 'finished' or 'stopped'. Raises UserError for bad input."""
-    cfg = load_config(req.config)
+    run = resolve_run(req)
+    if req.resume == "latest" and not (run.root.is_dir() and has_history(run)):
+        raise UserError(f"run {run.name} not found in {run.root.parent}" if not run.root.is_dir()
+                        else f"run {run.name} has no valid checkpoint to resume from")
+    continuing = req.resume is not None and run is not None and has_history(run)
+    cfg = choose_config(req, run if continuing else None)
     if req.mels_dir:
         cfg.data.mels_dir = req.mels_dir
-    run = resolve_run(req, cfg)
-    prepare_run_dir(run, resuming=req.resume is not None)
+    if run is None:
+        run = RunPaths(Path(req.logs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    prepare_run_dir(run, continuing)
     setup_logging(run, console)
 
-    data_dir = resolve_data_dir(req, cfg)
+    data_dir = resolve_data_dir(req, cfg).resolve()
     cfg.data.path = str(data_dir)
     data = VocoderData(cfg, data_dir, default_cache_root(Path(req.logs_dir), cfg))
 
@@ -127,15 +166,19 @@ def start_training(req: StartRequest, console: bool = True) -> str:
         cfg.training.target_step = req.target_step
 
     trainer = Trainer(cfg, run, data, cfg.training.target_step)
+    superseded: list[int] = []
     if state is not None:
-        trainer.load_state(state, resume_from)
-        if trainer.step >= cfg.training.target_step:
+        resume_step = int(state.get("step", 0))
+        if resume_step >= cfg.training.target_step:
             trainer.close()
             raise UserError(
-                f"run {run.name} already reached step {trainer.step} (target {cfg.training.target_step}); "
-                f"pass --target-step N with N > {trainer.step} to train further"
+                f"run {run.name} already reached step {resume_step} (target {cfg.training.target_step}); "
+                f"pass --target-step N with N > {resume_step} to train further"
             )
-    run.config.write_text(dump_config(cfg), encoding="utf-8")
+        trainer.load_state(state, resume_from)  # refuses another architecture before anything moves
+        superseded = supersede_checkpoints(run, resume_step)
+        trainer.load_checkpoint_table()
+    write_atomic(run.config, dump_config(cfg))
 
     common = {
         "config": cfg.name, "pid": os.getpid(), "target_step": cfg.training.target_step,
@@ -143,8 +186,12 @@ def start_training(req: StartRequest, console: bool = True) -> str:
         "milestones": cfg.schedule.milestones,
     }
     if resume_from is not None:
-        trainer.event("resume", checkpoint=str(resume_from), epoch=trainer.epoch, **common)
+        source = resume_from.resolve()
+        shown = source.relative_to(run.root.resolve()) if source.is_relative_to(run.root.resolve()) else source
+        trainer.event("resume", checkpoint=str(shown), epoch=trainer.epoch, superseded=superseded, **common)
         log.info("resumed %s from %s at step %d", run.name, resume_from, trainer.step)
+        if superseded:
+            log.info("checkpoints after step %d moved to %s: %s", trainer.step, run.checkpoints / "superseded", superseded)
     else:
         trainer.event(
             "start", data=str(data_dir), train_files=len(data.train), val_files=len(data.val),

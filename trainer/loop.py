@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -137,13 +138,11 @@ class Trainer:
             if state.get("val_mel") is not None:
                 self.last_validation = (self.step, state["val_mel"])
         else:
-            # jik876 steps its schedulers once per finished epoch
+            # jik876's optimiser state already holds the lr decayed once per finished epoch
             for sched in (self.scheduler_g, self.scheduler_d):
-                for _ in range(self.epoch):
-                    sched.step()
-        self._load_checkpoint_table()
+                sched.last_epoch = self.epoch
 
-    def _load_checkpoint_table(self) -> None:
+    def load_checkpoint_table(self) -> None:
         """Validation scores of the checkpoints already on disk, from the events log."""
         on_disk = {step for step, _ in self.run.checkpoint_files()}
         for record in read_jsonl(self.run.events):
@@ -277,7 +276,7 @@ class Trainer:
         """Keep the last ``keep_last`` checkpoints, the best by validation mel-L1, and every milestone."""
         steps = sorted(self.checkpoint_vals)
         keep = set(steps[-self.cfg.schedule.keep_last :]) | set(self.cfg.schedule.milestones)
-        scored = [(v, s) for s, v in self.checkpoint_vals.items() if v is not None]
+        scored = [(v, s) for s, v in self.checkpoint_vals.items() if v is not None and math.isfinite(v)]
         if scored:
             keep.add(min(scored)[1])
         for step in steps:

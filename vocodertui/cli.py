@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = sub.add_parser("start", help="train a vocoder (a new run, or resume one)")
-    start.add_argument("--config", default="demo", help="YAML config or jik876 config.json; a bare name looks in config/ (default: demo)")
+    start.add_argument("--config", help="YAML config or jik876 config.json; a bare name looks in config/ (default: the run's own config when resuming it, else demo)")
     start.add_argument("--data", help="dataset folder: LJSpeech layout (metadata.csv + wavs/) or any folder of audio files")
     start.add_argument("--run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
     start.add_argument("--logs-dir", default="logs", help="where run directories live (default: logs)")
@@ -92,6 +92,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as exc:
         print(f"vocodertui: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("vocodertui: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

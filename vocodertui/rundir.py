@@ -116,7 +116,10 @@ class JsonlWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         clean = {k: _finite(v) for k, v in record.items()}
-        os.write(self.fd, (json.dumps(clean, separators=(",", ":")) + "\n").encode())
+        data = (json.dumps(clean, separators=(",", ":")) + "\n").encode()
+        written = os.write(self.fd, data)
+        while written < len(data):  # only after a signal or a full disk; the line stays whole or torn at its end
+            written += os.write(self.fd, data[written:])
 
     def close(self) -> None:
         os.close(self.fd)

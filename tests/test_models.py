@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from trainer.config import load_config
+from trainer.models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
+
+
+@pytest.mark.parametrize("name", ["hifigan_v1", "hifigan_v2", "hifigan_v3", "hifigan_48k", "demo"])
+def test_generator_turns_frames_into_hop_samples_each(name):
+    cfg = load_config(name)
+    g = Generator(cfg.generator, cfg.audio.num_mels)
+    with torch.no_grad():
+        y = g(torch.randn(1, cfg.audio.num_mels, 6))
+    assert y.shape == (1, 1, 6 * cfg.audio.hop_size)
+    assert y.abs().max() <= 1
+
+
+def test_parameter_names_are_jik876s():
+    cfg = load_config("hifigan_v1")
+    names = set(Generator(cfg.generator, 80).state_dict())
+    for expected in ["conv_pre.weight_g", "conv_pre.weight_v", "conv_pre.bias", "ups.0.weight_g", "ups.3.weight_v",
+                     "resblocks.0.convs1.0.weight_g", "resblocks.11.convs2.2.weight_v", "conv_post.weight_g"]:
+        assert expected in names
+    assert not any(n.endswith(".weight") for n in names)
+    v3 = load_config("hifigan_v3")
+    assert "resblocks.8.convs.1.weight_g" in Generator(v3.generator, 80).state_dict()
+    msd = set(MultiScaleDiscriminator(cfg.discriminator).state_dict())
+    assert {"discriminators.0.convs.0.weight_orig", "discriminators.0.convs.0.weight_u",
+            "discriminators.1.convs.0.weight_g", "discriminators.2.conv_post.weight_v"} <= msd
+    mpd = set(MultiPeriodDiscriminator(cfg.discriminator).state_dict())
+    assert {"discriminators.4.convs.4.weight_g", "discriminators.0.conv_post.bias"} <= mpd
+
+
+def test_folding_weight_norm_keeps_the_output():
+    cfg = load_config("demo")
+    g = Generator(cfg.generator, 80).eval()
+    x = torch.randn(1, 80, 10)
+    with torch.no_grad():
+        before = g(x)
+        after = g.fold_weight_norm()(x)
+    torch.testing.assert_close(before, after, rtol=0, atol=1e-6)
+
+
+def test_discriminators_score_every_period_and_scale():
+    cfg = load_config("demo")
+    y = torch.randn(2, 1, 4096) * 0.1
+    real, fake, fmap_r, fmap_g = MultiPeriodDiscriminator(cfg.discriminator)(y, y)
+    assert len(real) == len(fake) == 5 and all(len(f) == 6 for f in fmap_r)
+    real, fake, fmap_r, fmap_g = MultiScaleDiscriminator(cfg.discriminator)(y, y)
+    assert len(real) == 3 and all(len(f) == 8 for f in fmap_r)

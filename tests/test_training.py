@@ -1,0 +1,159 @@
+"""Training runs on the demo config: the run directory, checkpoints, and exact resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.checkpoint import load_file
+from trainer.errors import UserError
+from trainer.launch import StartRequest, start_training
+from vocodertui.rundir import RunPaths, read_jsonl
+
+from conftest import REPO, write_config
+
+
+def train(config, corpus, logs, run="r", **kwargs) -> RunPaths:
+    start_training(StartRequest(config=config and str(config), data=str(corpus), run=run, logs_dir=str(logs), **kwargs), console=False)
+    return RunPaths(Path(logs) / run)
+
+
+def weights(path: Path) -> dict:
+    return load_file(path)["generator"]
+
+
+def assert_same_state(a: Path, b: Path):
+    sa, sb = load_file(a), load_file(b)
+    for key in ("generator", "mpd", "msd"):
+        assert sa[key].keys() == sb[key].keys()
+        for name in sa[key]:
+            assert torch.equal(sa[key][name], sb[key][name]), f"{key}.{name} differs"
+    assert (sa["step"], sa["epoch"], sa["batch_in_epoch"]) == (sb["step"], sb["epoch"], sb["batch_in_epoch"])
+    assert sa["optim_g"]["state"].keys() == sb["optim_g"]["state"].keys()
+    for k, state in sa["optim_g"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], sb["optim_g"]["state"][k]["exp_avg_sq"])
+
+
+def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
+    run = train(quick_config, demo_corpus, tmp_path, target_step=6)
+    metrics = read_jsonl(run.metrics)
+    assert [m["step"] for m in metrics] == [2, 4, 6]
+    for m in metrics:
+        assert set(m) == {"time", "step", "epoch", "loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "lr",
+                          "steps_per_s", "grad_norm_g", "grad_norm_d"}
+        assert m["loss_g"] > m["loss_adv"] + m["loss_fm"] > 0 and m["steps_per_s"] > 0
+    events = read_jsonl(run.events)
+    kinds = [(e["event"], e["step"]) for e in events]
+    assert kinds[0] == ("start", 0)
+    assert ("validation", 3) in kinds and ("milestone", 4) in kinds and kinds[-1] == ("finished", 6)
+    ckpt_events = [e for e in events if e["event"] == "checkpoint"]
+    assert [e["step"] for e in ckpt_events] == [2, 4, 6]
+    assert all(e["val_mel"] is not None and e["size"] > 0 for e in ckpt_events)  # validated at each checkpoint
+    # keep_last=2 keeps 4 and 6; 4 is also the milestone; 2 goes unless it is the best by val mel
+    kept = [s for s, _ in run.checkpoint_files()]
+    best = min(ckpt_events, key=lambda e: e["val_mel"])["step"]
+    assert kept == sorted({4, 6, best})
+    sample = run.samples / "step_00000003"
+    wavs, pngs = list(sample.glob("*.wav")), list(sample.glob("*.png"))
+    assert len(wavs) == 1 and len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "target_step: 6" in run.config.read_text()
+    assert "checkpoint ckpt_00000006.pt" in run.log.read_text()
+
+
+@pytest.mark.parametrize("stop_at", [4, 7])  # mid-epoch, and the end of the first epoch (7 batches)
+def test_exact_resume_is_bit_identical(quick_config, demo_corpus, tmp_path, stop_at):
+    straight = train(quick_config, demo_corpus, tmp_path / "a", target_step=9)
+    interrupted = train(quick_config, demo_corpus, tmp_path / "b", target_step=stop_at)
+    assert load_file(interrupted.checkpoints / f"ckpt_{stop_at:08d}.pt")["epoch"] == (1 if stop_at == 7 else 0)
+    train(quick_config, demo_corpus, tmp_path / "b", resume="latest", target_step=9)
+    assert_same_state(straight.checkpoints / "ckpt_00000009.pt", interrupted.checkpoints / "ckpt_00000009.pt")
+    resumed = [e for e in read_jsonl(interrupted.events) if e["event"] == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] == stop_at
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(quick_config, demo_corpus, tmp_path):
+    run = train(quick_config, demo_corpus, tmp_path, target_step=4)
+    latest = run.checkpoints / "ckpt_00000004.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as by a full disk
+    train(quick_config, demo_corpus, tmp_path, resume="latest", target_step=5)
+    assert "ckpt_00000004.pt is corrupt or truncated" in run.log.read_text()
+    resume = [e for e in read_jsonl(run.events) if e["event"] == "resume"][0]
+    assert resume["step"] == 2 and resume["checkpoint"].endswith("ckpt_00000002.pt")
+
+
+def test_resume_refuses_another_architecture(quick_config, demo_corpus, tmp_path):
+    run = train(quick_config, demo_corpus, tmp_path, target_step=2)
+    wider = write_config(tmp_path / "wider.yaml", generator={"upsample_initial_channel": 128})
+    with pytest.raises(UserError, match="generator.upsample_initial_channel is 64 in the checkpoint but 128 in the config"):
+        train(wider, demo_corpus, tmp_path, resume="latest", target_step=4)
+    other_mels = write_config(tmp_path / "mels.yaml", audio={"fmax": 7600})
+    with pytest.raises(UserError, match="audio.fmax is 8000.0 in the checkpoint but 7600.0"):
+        train(other_mels, demo_corpus, tmp_path, resume=str(run.checkpoints / "ckpt_00000002.pt"), target_step=4)
+
+
+def test_finished_run_needs_a_new_target(quick_config, demo_corpus, tmp_path):
+    train(quick_config, demo_corpus, tmp_path, target_step=2)
+    with pytest.raises(UserError, match="already reached step 2 .*--target-step"):
+        train(quick_config, demo_corpus, tmp_path, resume="latest")
+    with pytest.raises(UserError, match="already exists"):
+        train(quick_config, demo_corpus, tmp_path, target_step=4)
+
+
+def test_ctrl_c_stops_gracefully_with_a_checkpoint(quick_config, demo_corpus, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vocodertui.cli", "start", "--foreground", "--config", str(quick_config),
+         "--data", str(demo_corpus), "--run", "r", "--logs-dir", str(tmp_path), "--target-step", "100000"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    run = RunPaths(tmp_path / "r")
+    deadline = time.monotonic() + 120
+    while not read_jsonl(run.metrics):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    stopped = [e for e in read_jsonl(run.events) if e["event"] == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["reason"] == "SIGINT"
+    assert stopped[0]["step"] in [s for s, _ in run.checkpoint_files()]
+    assert "training stopped" in output
+
+
+def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(quick_config, demo_corpus, tmp_path):
+    run = train(quick_config, demo_corpus, tmp_path, target_step=6)
+    train(None, demo_corpus, tmp_path, resume=str(run.checkpoints / "ckpt_00000004.pt"), target_step=5)
+    assert (run.checkpoints / "superseded" / "ckpt_00000006.pt").is_file()
+    assert [s for s, _ in run.checkpoint_files()][-1] == 5
+    resume = [e for e in read_jsonl(run.events) if e["event"] == "resume"][0]
+    assert resume["superseded"] == [6] and resume["checkpoint"] == "checkpoints/ckpt_00000004.pt"
+    assert "log_every: 2" in run.config.read_text()  # the run's own config, not the default demo (10)
+
+
+def test_a_checkpoint_file_can_seed_a_new_run(quick_config, demo_corpus, tmp_path):
+    first = train(quick_config, demo_corpus, tmp_path, run="first", target_step=2)
+    seeded = train(quick_config, demo_corpus, tmp_path, run="second", target_step=3,
+                   resume=str(first.checkpoints / "ckpt_00000002.pt"))
+    assert [s for s, _ in seeded.checkpoint_files()] == [3]
+    assert [e["event"] for e in read_jsonl(seeded.events)][0] == "resume"
+
+
+def test_jik876_pair_resumes_with_its_decayed_learning_rate(quick_config, demo_corpus, tmp_path):
+    ours = load_file(train(quick_config, demo_corpus, tmp_path, run="ours", target_step=2).checkpoints / "ckpt_00000002.pt")
+    lr = 0.0002 * 0.999**3  # jik876 saves the optimisers after 3 per-epoch decays
+    for optim in (ours["optim_g"], ours["optim_d"]):
+        for group in optim["param_groups"]:
+            group.update(lr=lr, initial_lr=0.0002)
+    ref = tmp_path / "jik876"
+    ref.mkdir()
+    torch.save({"generator": ours["generator"]}, ref / "g_00000041")
+    torch.save({"mpd": ours["mpd"], "msd": ours["msd"], "optim_g": ours["optim_g"], "optim_d": ours["optim_d"],
+                "steps": 41, "epoch": 3}, ref / "do_00000041")
+    run = train(quick_config, demo_corpus, tmp_path, run="imported", target_step=44, resume=str(ref / "g_00000041"))
+    first = read_jsonl(run.metrics)[0]
+    assert first["step"] == 44 and first["epoch"] == 3
+    assert first["lr"] == pytest.approx(lr, rel=1e-12)
