@@ -19,6 +19,7 @@ from trainer.data import VocoderData, default_cache_root, describe
 from trainer.demo_corpus import ensure_demo_corpus
 from trainer.errors import UserError
 from trainer.loop import Trainer, parameter_count
+from vocodertui.pidfile import PidRecord, RunLock, read_pid_file, remove_pid_file, write_pid_file
 from vocodertui.rundir import RunPaths
 
 log = logging.getLogger("trainer")
@@ -81,21 +82,30 @@ def choose_config(req: StartRequest, run: Optional[RunPaths]) -> Config:
     return load_config("demo")
 
 
-def prepare_run_dir(run: RunPaths, continuing: bool) -> None:
-    if not continuing and has_history(run):
-        raise UserError(
-            f"run {run.name} already exists in {run.root.parent}: continue it with --resume latest, or pick another --run"
-        )
+def prepare_run_dir(run: RunPaths, continuing: bool) -> RunLock:
+    """Create the run's folders and take its lock; refuses a live run and a finished-with run."""
     try:
         run.root.mkdir(parents=True, exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)
         run.samples.mkdir(exist_ok=True)
+        lock = RunLock(run)
+    except BlockingIOError:
+        record = read_pid_file(run)
+        who = f" by process {record.pid}" if isinstance(record, PidRecord) else ""
+        raise UserError(f"run {run.name} is being trained right now{who}: stop it first (vocodertui stop --run {run.name})") from None
     except OSError as exc:
         raise UserError(f"cannot create run directory {run.root}: {exc.strerror}") from None
+    if not continuing and has_history(run):
+        lock.release()
+        raise UserError(
+            f"run {run.name} already exists in {run.root.parent}: continue it with --resume latest, or pick another --run"
+        )
     if not os.access(run.root, os.W_OK):
+        lock.release()
         raise UserError(f"run directory {run.root} is not writable")
     for leftover in run.checkpoints.glob(".ckpt_*.tmp*"):  # from a trainer killed mid-write
         leftover.unlink(missing_ok=True)
+    return lock
 
 
 def supersede_checkpoints(run: RunPaths, resume_step: int) -> list[int]:
@@ -149,7 +159,16 @@ def start_training(req: StartRequest, console: bool = True) -> str:
         cfg.data.mels_dir = req.mels_dir
     if run is None:
         run = RunPaths(Path(req.logs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    prepare_run_dir(run, continuing)
+    lock = prepare_run_dir(run, continuing)
+    pid_record = write_pid_file(run)
+    try:
+        return _train(req, cfg, run, console)
+    finally:
+        remove_pid_file(run, pid_record)
+        lock.release()
+
+
+def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool) -> str:
     setup_logging(run, console)
 
     data_dir = resolve_data_dir(req, cfg).resolve()

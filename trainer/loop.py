@@ -305,7 +305,9 @@ class Trainer:
         def stop(signum, _frame):
             if self.stop_reason is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C stops without the checkpoint
-            self.stop_reason = signal.Signals(signum).name
+            if self.stop_reason is None:
+                self.stop_reason = signal.Signals(signum).name
+                self.event("stopping", reason=self.stop_reason)
 
         def want_checkpoint(_signum, _frame):
             self.checkpoint_requested = True

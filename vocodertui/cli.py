@@ -7,11 +7,20 @@ load torch.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
+from rich import box
+from rich.console import Console
+from rich.prompt import Confirm
+from rich.table import Table
+
 from trainer.errors import UserError
+from vocodertui.control import ControlError
 
 
 def positive_int(text: str) -> int:
@@ -24,16 +33,180 @@ def positive_int(text: str) -> int:
     return value
 
 
-def cmd_start(args: argparse.Namespace) -> int:
-    if not args.foreground:
-        raise UserError("training in the background is not available yet: add --foreground")
-    from trainer.launch import StartRequest, start_training
+def start_request(args: argparse.Namespace):
+    from trainer.launch import StartRequest
 
-    outcome = start_training(StartRequest(
+    return StartRequest(
         config=args.config, data=args.data, run=args.run, logs_dir=args.logs_dir, resume=args.resume,
         target_step=args.target_step, mels_dir=args.mels_dir,
-    ))
-    print(f"training {outcome}")
+    )
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal, or wide enough for tables when output goes to a file or pipe."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
+def print_checks(plan) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("", width=1)
+    table.add_column("check")
+    table.add_column("result", overflow="fold")
+    for check in plan.checks:
+        table.add_row("[green]✓[/]" if check.ok else "[red]✗[/]", check.name, check.detail)
+    make_console().print(table)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from trainer.preflight import run_preflight
+
+    plan = run_preflight(start_request(args))
+    print_checks(plan)
+    return 0 if plan.ok else 1
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    req = start_request(args)
+    if args.foreground or args.daemon_child:
+        from trainer.launch import start_training
+
+        print(f"training {start_training(req, console=not args.daemon_child)}")
+        return 0
+
+    from trainer.preflight import run_preflight
+    from vocodertui.control import launch_detached
+
+    plan = run_preflight(req)
+    print_checks(plan)
+    if not plan.ok:
+        raise UserError("pre-flight checks failed; nothing was started")
+    if not args.yes and sys.stdin.isatty() and not Confirm.ask(f"Start run {plan.run.name}?", default=True):
+        print("not started")
+        return 1
+    child = ["start", "--daemon-child", "--run", plan.run.name, "--logs-dir", args.logs_dir]
+    for flag, value in (("--config", args.config), ("--data", args.data), ("--resume", args.resume),
+                        ("--target-step", args.target_step), ("--mels-dir", args.mels_dir)):
+        if value is not None:
+            child += [flag, str(value)]
+    console = make_console(stderr=True)
+    with console.status("starting the trainer") as status:
+        pid = launch_detached(plan.run, child, args.wait, lambda line: status.update(line[:100]))
+    print(f"trainer running as pid {pid} in {plan.run.root}")
+    print(f"watch it:  vocodertui status --run {plan.run.name} --logs-dir {args.logs_dir}")
+    print(f"stop it:   vocodertui stop --run {plan.run.name} --logs-dir {args.logs_dir}")
+    return 0
+
+
+def resolve_run_arg(args: argparse.Namespace):
+    from vocodertui.rundir import RunPaths
+    from vocodertui.runstate import list_runs
+
+    logs = Path(args.logs_dir)
+    if args.run:
+        run = RunPaths(logs / args.run)
+        if not run.root.is_dir():
+            raise UserError(f"run {args.run} not found in {logs}")
+        return run
+    runs = list_runs(logs)
+    if not runs:
+        raise UserError(f"no runs in {logs}")
+    return runs[0]
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from vocodertui.control import stop
+
+    run = resolve_run_arg(args)
+    console = make_console(stderr=True)
+    with console.status(f"stopping {run.name}") as status:
+        outcome = stop(run, args.timeout, args.force, status.update)
+    print(outcome)
+    return 0
+
+
+def format_duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600:02d}h"
+
+
+def format_bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+STATE_STYLE = {"running": "green", "stopping": "yellow", "stalled": "yellow", "crashed": "red",
+               "finished": "cyan", "stopped": "white", "not started": "dim"}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vocodertui.runstate import list_runs, run_status
+
+    logs = Path(args.logs_dir)
+    if args.run:
+        runs = [resolve_run_arg(args)]
+    else:
+        runs = list_runs(logs)
+    statuses = [run_status(r) for r in runs]
+    if args.json:
+        payload = [s.to_dict() for s in statuses]
+        print(json.dumps(payload[0] if args.run else payload, indent=2))
+        return 0
+    if not statuses:
+        print(f"no runs in {logs}")
+        return 0
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("run", "state", "step", "steps/s", "ETA", "last metric", "last checkpoint", "pid", "memory"):
+        table.add_column(column, justify="right" if column in ("step", "steps/s", "pid", "memory") else "left")
+    for s in statuses:
+        step = f"{s.step:,}" + (f" / {s.target_step:,}" if s.target_step else "")
+        ckpt = f"{s.last_checkpoint.step:,}" if s.last_checkpoint else "-"
+        table.add_row(
+            s.name, f"[{STATE_STYLE.get(s.state, 'white')}]{s.state}[/]", step,
+            f"{s.steps_per_s:.2f}" if s.steps_per_s else "-", format_duration(s.eta_s),
+            format_duration(s.last_metric_age_s) + (" ago" if s.last_metric_age_s is not None else ""),
+            ckpt, str(s.pid or "-"), format_bytes(s.rss_bytes),
+        )
+    console = make_console()
+    console.print(table)
+    for s in statuses:
+        if s.reason:
+            console.print(f"{s.name}: {s.reason}", markup=False)
+        if s.stale_pid_file:
+            console.print(f"{s.name}: stale PID file, not trusted: {s.stale_pid_file}", markup=False)
+    return 0
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    from vocodertui.runstate import checkpoint_table
+
+    run = resolve_run_arg(args)
+    rows = checkpoint_table(run)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    table = Table(title=f"checkpoints of {run.name}", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("step", "saved", "size", "val mel-L1", "best"):
+        table.add_column(column, justify="right" if column != "saved" else "left")
+    for r in rows:
+        table.add_row(f"{r.step:,}", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)), format_bytes(r.size),
+                      f"{r.val_mel:.4f}" if r.val_mel is not None else "-", "★" if r.best else "")
+    make_console().print(table)
+    if not rows:
+        print("no checkpoints yet")
     return 0
 
 
@@ -58,16 +231,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocodertui", description="Train HiFi-GAN vocoders and watch them train.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    start = sub.add_parser("start", help="train a vocoder (a new run, or resume one)")
-    start.add_argument("--config", help="YAML config or jik876 config.json; a bare name looks in config/ (default: the run's own config when resuming it, else demo)")
-    start.add_argument("--data", help="dataset folder: LJSpeech layout (metadata.csv + wavs/) or any folder of audio files")
-    start.add_argument("--run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
-    start.add_argument("--logs-dir", default="logs", help="where run directories live (default: logs)")
-    start.add_argument("--resume", metavar="latest|PATH", help="continue from the run's latest checkpoint or from a checkpoint file (ours or jik876 g_########)")
-    start.add_argument("--target-step", type=positive_int, help="train until this step (overrides the config; extends a finished run)")
-    start.add_argument("--mels-dir", help="fine-tune on an acoustic model's teacher-forced mels: {mels_dir}/{utterance id}.npy")
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML config or jik876 config.json; a bare name looks in config/ (default: the run's own config when resuming it, else demo)")
+        p.add_argument("--data", help="dataset folder: LJSpeech layout (metadata.csv + wavs/) or any folder of audio files")
+        p.add_argument("--run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
+        p.add_argument("--logs-dir", default="logs", help="where run directories live (default: logs)")
+        p.add_argument("--resume", metavar="latest|PATH", help="continue from the run's latest checkpoint or from a checkpoint file (ours or jik876 g_########)")
+        p.add_argument("--target-step", type=positive_int, help="train until this step (overrides the config; extends a finished run)")
+        p.add_argument("--mels-dir", help="fine-tune on an acoustic model's teacher-forced mels: {mels_dir}/{utterance id}.npy")
+
+    start = sub.add_parser("start", help="check, then train a vocoder in the background (or --foreground)")
+    add_run_options(start)
+    start.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     start.add_argument("--foreground", action="store_true", help="train in this terminal (Ctrl-C stops gracefully)")
+    start.add_argument("--wait", type=float, default=600, help="seconds to wait for the trainer to report its start (default 600)")
+    start.add_argument("--daemon-child", action="store_true", help=argparse.SUPPRESS)
     start.set_defaults(func=cmd_start)
+
+    check = sub.add_parser("check", help="run the pre-flight checks of start without starting anything")
+    add_run_options(check)
+    check.set_defaults(func=cmd_check)
+
+    stop = sub.add_parser("stop", help="stop a running trainer gracefully (checkpoint first)")
+    stop.add_argument("--run", help="run name (default: the most recently active run)")
+    stop.add_argument("--logs-dir", default="logs")
+    stop.add_argument("--timeout", type=float, default=300, help="seconds to wait for the graceful stop (default 300)")
+    stop.add_argument("--force", action="store_true", help="SIGKILL the trainer if it has not stopped after --timeout")
+    stop.set_defaults(func=cmd_stop)
+
+    status = sub.add_parser("status", help="state of one run, or of every run under the logs directory")
+    status.add_argument("--run")
+    status.add_argument("--logs-dir", default="logs")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    checkpoints = sub.add_parser("checkpoints", help="a run's checkpoints: step, time, size, val mel-L1, best")
+    checkpoints.add_argument("--run", help="run name (default: the most recently active run)")
+    checkpoints.add_argument("--logs-dir", default="logs")
+    checkpoints.add_argument("--json", action="store_true")
+    checkpoints.set_defaults(func=cmd_checkpoints)
 
     synth = sub.add_parser("synth", help="turn a mel (.npy) or an audio file into audio with a checkpoint")
     synth.add_argument("--checkpoint", required=True, help="our ckpt_XXXXXXXX.pt or a jik876 g_XXXXXXXX")
@@ -89,7 +291,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except UserError as exc:
+    except (UserError, ControlError) as exc:
         print(f"vocodertui: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -147,6 +147,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return []
 
 
+def tail_records(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
+    """The whole records in the last ``max_bytes`` of a JSONL file (cheap on a file of any size)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            lines = f.read().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    if start and lines:
+        lines = lines[1:]  # began mid-line
+    return list(parse_lines(lines))
+
+
 def supersede(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records in step order once resumes are accounted for.
 

@@ -1,0 +1,151 @@
+"""What state a run is in, read from its run directory and its verified PID file alone.
+
+Used by ``vocodertui status`` / ``checkpoints`` and by the dashboard; imports neither torch nor textual.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from vocodertui import pidfile
+from vocodertui.rundir import RunPaths, read_jsonl, tail_records
+
+TERMINAL_EVENTS = ("stopped", "finished", "crashed")
+SEGMENT_EVENTS = ("start", "resume")
+STALL_MIN_SECONDS = 300.0  # a validation pass or a checkpoint on a big model can take minutes
+STALL_INTERVALS = 3
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: str
+    time: float
+    size: int
+    val_mel: Optional[float]
+    best: bool = False
+
+
+@dataclass
+class RunStatus:
+    name: str
+    path: str
+    state: str  # running, stopping, stopped, finished, crashed, stalled, not started
+    reason: str
+    step: int
+    target_step: Optional[int]
+    steps_per_s: Optional[float]
+    eta_s: Optional[float]
+    last_metric_age_s: Optional[float]
+    last_checkpoint: Optional[CheckpointInfo]
+    pid: Optional[int]
+    rss_bytes: Optional[int]
+    stale_pid_file: Optional[str]  # why a PID file present on disk is not trusted
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_runs(logs_dir: Path) -> list[RunPaths]:
+    """Run directories under ``logs_dir`` (folders starting with '.' hold caches, not runs), newest activity first."""
+    if not logs_dir.is_dir():
+        return []
+    runs = [RunPaths(p) for p in logs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    runs = [r for r in runs if r.events.exists() or r.pid.exists() or r.config.exists()]
+    return sorted(runs, key=last_activity, reverse=True)
+
+
+def last_activity(run: RunPaths) -> float:
+    times = [p.stat().st_mtime for p in (run.metrics, run.events, run.pid) if p.exists()]
+    return max(times, default=0.0)
+
+
+def checkpoint_table(run: RunPaths, events: Optional[list[dict]] = None) -> list[CheckpointInfo]:
+    """Checkpoints on disk, oldest first, with their validation mel-L1 from the events log."""
+    events = read_jsonl(run.events) if events is None else events
+    val = {e["step"]: e.get("val_mel") for e in events if e.get("event") == "checkpoint"}
+    rows = []
+    for step, path in run.checkpoint_files():
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # pruned while we looked
+            continue
+        rows.append(CheckpointInfo(step, str(path), st.st_mtime, st.st_size, val.get(step)))
+    scored = [r for r in rows if r.val_mel is not None and math.isfinite(r.val_mel)]
+    if scored:
+        min(scored, key=lambda r: (r.val_mel, r.step)).best = True
+    return rows
+
+
+def recent_rate(metrics: list[dict]) -> Optional[float]:
+    """Steps per second over the last 20 metrics lines of the current start/resume."""
+    window = metrics[-20:]
+    if len(window) >= 2 and window[-1]["time"] > window[0]["time"]:
+        return (window[-1]["step"] - window[0]["step"]) / (window[-1]["time"] - window[0]["time"])
+    if window and window[-1].get("steps_per_s"):
+        return float(window[-1]["steps_per_s"])
+    return None
+
+
+def log_interval(run: RunPaths) -> int:
+    try:
+        return int(yaml.safe_load(run.config.read_text())["schedule"]["log_every"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return 100
+
+
+def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
+    now = time.time() if now is None else now
+    events = read_jsonl(run.events)
+    metrics = tail_records(run.metrics)
+    liveness = pidfile.check(run)
+    segment = next((e for e in reversed(events) if e.get("event") in SEGMENT_EVENTS), None)
+    last_control = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, *TERMINAL_EVENTS, "stopping")), None)
+    if segment is not None:  # lines from before a resume may describe an abandoned timeline
+        metrics = [m for m in metrics if m.get("time", 0) >= segment["time"]]
+    last_metric = metrics[-1] if metrics else None
+    step = max([e.get("step", 0) for e in events[-1:]] + [last_metric["step"] if last_metric else 0])
+    target = segment.get("target_step") if segment else None
+    rate = recent_rate(metrics)
+    checkpoints = checkpoint_table(run, events)
+
+    reason = ""
+    if liveness.alive:
+        activity = max([e["time"] for e in events[-1:]] + [last_metric["time"] if last_metric else 0.0])
+        expected = log_interval(run) / rate if rate else 0.0
+        if last_control and last_control["event"] == "stopping":
+            state, reason = "stopping", f"{last_control.get('reason', 'stop')} received; finishing the step and checkpointing"
+        elif now - activity > max(STALL_INTERVALS * expected, STALL_MIN_SECONDS):
+            state, reason = "stalled", f"nothing written for {now - activity:.0f} s while the process lives"
+        else:
+            state = "running"
+    elif not events:
+        state = "not started"
+    elif last_control and last_control["event"] in TERMINAL_EVENTS:
+        state = last_control["event"]
+        reason = {"stopped": f"stopped on {last_control.get('reason')}", "crashed": str(last_control.get("reason"))}.get(state, "")
+    else:
+        state, reason = "crashed", f"the trainer died without a word ({liveness.reason}): killed, or the machine went down"
+
+    stale = None if liveness.alive or liveness.reason == "no PID file" else liveness.reason
+    rss = None
+    if liveness.process is not None:
+        try:
+            rss = liveness.process.memory_info().rss
+        except Exception:  # the process ended between the two looks
+            rss = None
+    eta = (target - step) / rate if (rate and target and state in ("running", "stalled") and target > step) else None
+    return RunStatus(
+        name=run.name, path=str(run.root), state=state, reason=reason, step=step, target_step=target,
+        steps_per_s=rate, eta_s=eta,
+        last_metric_age_s=(now - last_metric["time"]) if last_metric else None,
+        last_checkpoint=checkpoints[-1] if checkpoints else None,
+        pid=liveness.record.pid if liveness.alive and liveness.record else None,
+        rss_bytes=rss, stale_pid_file=stale,
+    )
