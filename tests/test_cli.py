@@ -35,7 +35,7 @@ def test_missing_data_dir(tmp_path, capsys):
 def test_resume_latest_of_a_run_without_checkpoints(tmp_path, capsys):
     (tmp_path / "r").mkdir()
     code, _, err = run_cli(capsys, "start", "--foreground", "--logs-dir", str(tmp_path), "--run", "r", "--resume", "latest")
-    assert code == 1 and "run r has no valid checkpoint to resume from" in err
+    assert code == 1 and "run r has nothing to resume" in err
 
 
 def test_truncated_checkpoint_given_explicitly(tmp_path, capsys):

@@ -157,3 +157,43 @@ def test_jik876_pair_resumes_with_its_decayed_learning_rate(quick_config, demo_c
     first = read_jsonl(run.metrics)[0]
     assert first["step"] == 44 and first["epoch"] == 3
     assert first["lr"] == pytest.approx(lr, rel=1e-12)
+
+
+def poison_steps(monkeypatch, bad_calls: set[int]):
+    """Make the train_step calls numbered in ``bad_calls`` (1-based) report a NaN loss."""
+    from trainer.loop import Trainer
+
+    real = Trainer.train_step
+    calls = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in bad_calls:
+            out["losses"] = out["losses"] * float("nan")
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def test_nan_loss_rolls_back_and_skips_the_batch(quick_config, demo_corpus, tmp_path, monkeypatch):
+    poison_steps(monkeypatch, {4})
+    run = train(quick_config, demo_corpus, tmp_path, target_step=6)
+    rollback = [e for e in read_jsonl(run.events) if e["event"] == "nan_rollback"]
+    assert len(rollback) == 1
+    assert rollback[0]["step"] == 2 and rollback[0]["failed_step"] == 4 and rollback[0]["skipped_batch"] == {"epoch": 0, "batch": 3}
+    assert read_jsonl(run.events)[-1]["event"] == "finished"
+    final = load_file(run.checkpoints / "ckpt_00000006.pt")
+    # batches 0-2 of epoch 0 trained (step 3 undone by the rollback to 2), batch 3 skipped, 4-6 gave
+    # steps 3-5, and batch 0 of epoch 1 step 6: the data order goes on past the bad batch
+    assert (final["epoch"], final["batch_in_epoch"]) == (1, 1) and all(torch.isfinite(t).all() for t in final["generator"].values())
+
+
+def test_three_nan_losses_in_a_row_end_the_run_as_crashed(quick_config, demo_corpus, tmp_path, monkeypatch):
+    poison_steps(monkeypatch, {3, 4, 5})
+    with pytest.raises(UserError, match="non-finite loss on 3 batches in a row"):
+        train(quick_config, demo_corpus, tmp_path, target_step=10)
+    run = RunPaths(tmp_path / "r")
+    crashed = read_jsonl(run.events)[-1]
+    assert crashed["event"] == "crashed" and "non-finite loss" in crashed["reason"]
+    assert not run.pid.exists()

@@ -25,20 +25,46 @@ FORMAT = "vocodertui-checkpoint"
 VERSION = 1
 
 
+class _WriteErrors:
+    """A file wrapper that remembers the OSError of a failed write: torch.save reports it only as a
+    RuntimeError from its zip writer, which would hide a full disk behind an internal message."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_atomic(obj: Any, path: Path) -> int:
     """torch.save ``obj`` to ``path`` so that readers see the old file or the new one, never half of it.
 
-    Returns the file size in bytes.
+    Returns the file size in bytes. A failed write (a full disk) is a UserError; nothing but the
+    temporary file is touched, and that is removed.
     """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    writer = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            writer = _WriteErrors(f)
+            torch.save(obj, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        failure = writer.error if writer is not None and writer.error else exc if isinstance(exc, OSError) else None
+        if failure is not None:
+            reason = failure.strerror or str(failure)
+            raise UserError(f"cannot write checkpoint {path}: {reason}; the previous checkpoints are intact") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -128,11 +128,12 @@ def resolve_data_dir(req: StartRequest, cfg: Config) -> Path:
     return Path(path)
 
 
-def load_resume_state(req: StartRequest, run: RunPaths) -> tuple[Path, dict[str, Any]]:
+def load_resume_state(req: StartRequest, run: RunPaths) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The checkpoint to continue from; None when ``latest`` finds a run that died before its first one."""
     if req.resume == "latest":
         found = ckpt.latest_valid(run)
         if found is None:
-            raise UserError(f"run {run.name} has no valid checkpoint to resume from")
+            log.warning("run %s has no valid checkpoint yet: it starts again from step 0", run.name)
         return found
     path = Path(req.resume)
     state = ckpt.load_file(path)
@@ -152,7 +153,7 @@ def start_training(req: StartRequest, console: bool = True) -> str:
     run = resolve_run(req)
     if req.resume == "latest" and not (run.root.is_dir() and has_history(run)):
         raise UserError(f"run {run.name} not found in {run.root.parent}" if not run.root.is_dir()
-                        else f"run {run.name} has no valid checkpoint to resume from")
+                        else f"run {run.name} has nothing to resume: no events and no checkpoints")
     continuing = req.resume is not None and run is not None and has_history(run)
     cfg = choose_config(req, run if continuing else None)
     if req.mels_dir:
@@ -178,9 +179,13 @@ def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool) -> str:
     resume_from: Optional[Path] = None
     state: Optional[dict[str, Any]] = None
     if req.resume:
-        resume_from, state = load_resume_state(req, run)
-        saved_target = state.get("config", {}).get("training", {}).get("target_step")
-        cfg.training.target_step = req.target_step or saved_target or cfg.training.target_step
+        found = load_resume_state(req, run)
+        if found is not None:
+            resume_from, state = found
+            saved_target = state.get("config", {}).get("training", {}).get("target_step")
+            cfg.training.target_step = req.target_step or saved_target or cfg.training.target_step
+        elif req.target_step:
+            cfg.training.target_step = req.target_step
     elif req.target_step:
         cfg.training.target_step = req.target_step
 

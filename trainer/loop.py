@@ -37,6 +37,11 @@ from vocodertui.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
 log = logging.getLogger("trainer")
 
 METRIC_NAMES = ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm")
+MAX_NAN_STRIKES = 3
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged: non-finite losses on consecutive batches even after rolling back."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -84,6 +89,7 @@ class Trainer:
         self.stop_reason: Optional[str] = None
         self.checkpoint_requested = False
         self.validation_requested = False
+        self.nan_strikes = 0
         self.metrics = JsonlWriter(run.metrics)
         self.events = JsonlWriter(run.events)
 
@@ -225,6 +231,34 @@ class Trainer:
             return self.last_validation[1]
         return None
 
+    def roll_back(self) -> None:
+        """After a non-finite loss: weights and optimiser moments from the last good checkpoint, the
+        offending batch skipped, the data order and the learning-rate schedule going on."""
+        self.nan_strikes += 1
+        bad_epoch, bad_batch = self.epoch, self.batch_in_epoch
+        self.batch_in_epoch += 1
+        if self.nan_strikes >= MAX_NAN_STRIKES:
+            raise NonFiniteLoss(f"non-finite loss on {self.nan_strikes} batches in a row (last: epoch {bad_epoch}, batch {bad_batch})")
+        found = ckpt.latest_valid(self.run)
+        if found is None:
+            raise NonFiniteLoss(f"non-finite loss at step {self.step + 1}, before any checkpoint to roll back to")
+        path, state = found
+        lrs = [self.optim_g.param_groups[0]["lr"], self.optim_d.param_groups[0]["lr"]]
+        self.generator.load_state_dict(state["generator"])
+        self.mpd.load_state_dict(state["mpd"])
+        self.msd.load_state_dict(state["msd"])
+        for optimizer, lr in zip((self.optim_g, self.optim_d), lrs):
+            optimizer.load_state_dict(state["optim_g" if optimizer is self.optim_g else "optim_d"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        self.scaler.load_state_dict(state["scaler"])
+        failed_step = self.step + 1
+        self.step = int(state["step"])
+        self.event("nan_rollback", failed_step=failed_step, checkpoint=str(path.relative_to(self.run.root)),
+                   skipped_batch={"epoch": bad_epoch, "batch": bad_batch}, strikes=self.nan_strikes)
+        log.warning("non-finite loss at step %d: rolled back to %s, skipped batch %d of epoch %d",
+                    failed_step, path.name, bad_batch, bad_epoch)
+
     @torch.no_grad()
     def validate(self) -> float:
         started = time.time()
@@ -339,6 +373,12 @@ class Trainer:
             for mel, audio in self.data.loader(self.epoch, self.batch_in_epoch):
                 measure = (self.step + 1) % s.log_every == 0
                 out = self.train_step(mel, audio, measure)
+                if not torch.isfinite(out["losses"]).all():
+                    self.roll_back()
+                    sums.zero_()
+                    count, interval_start = 0, time.perf_counter()
+                    continue
+                self.nan_strikes = 0
                 self.step += 1
                 self.batch_in_epoch += 1
                 sums += out["losses"]
@@ -353,7 +393,7 @@ class Trainer:
                     self.validation_requested = False
                     self.validate()
                 if scheduled_checkpoint or self.checkpoint_requested:
-                    reason = "milestone" if self.step in milestones else "scheduled" if scheduled_checkpoint else "requested"
+                    reason = "milestone" if self.step in milestones else "requested" if self.checkpoint_requested else "scheduled"
                     self.checkpoint_requested = False
                     self.save_checkpoint(reason)
                     if self.step in milestones:
@@ -376,6 +416,7 @@ class Trainer:
     def crashed(self, exc: BaseException) -> None:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         self.event("crashed", reason=reason, traceback=traceback.format_exc())
+        log.error("crashed at step %d: %s\n%s", self.step, reason, traceback.format_exc())
 
     def close(self) -> None:
         self.metrics.close()

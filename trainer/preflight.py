@@ -167,7 +167,7 @@ def _check_resume(req: StartRequest, plan: Plan) -> str:
     if req.resume == "latest":
         found = latest_valid(plan.run)
         if found is None:
-            raise UserError(f"run {plan.run.name} has no valid checkpoint")
+            return f"run {plan.run.name} has no valid checkpoint yet: it starts again from step 0"
         path, state = found
     else:
         path = Path(req.resume)

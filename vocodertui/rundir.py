@@ -165,8 +165,8 @@ def tail_records(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
 def supersede(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records in step order once resumes are accounted for.
 
-    A run resumed from the checkpoint at step S recomputes every step after S, so a ``resume``
-    event at S drops earlier records with step > S, and a metrics line for step s replaces any
+    A run resumed (or rolled back after a non-finite loss) to the checkpoint at step S recomputes
+    every step after S, so a ``start`` (S = 0), ``resume`` or ``nan_rollback`` event at S drops earlier records with step > S, and a metrics line for step s replaces any
     earlier line for a step >= s.
     """
     kept: list[dict[str, Any]] = []
@@ -176,7 +176,7 @@ def supersede(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if "event" not in record:
                 while kept and kept[-1].get("step", -1) >= step:
                     kept.pop()
-            elif record["event"] == "resume":
+            elif record["event"] in ("start", "resume", "nan_rollback"):
                 while kept and kept[-1].get("step", -1) > step:
                     kept.pop()
         kept.append(record)

@@ -1,0 +1,151 @@
+"""The detached trainer and its control commands, against real trainer processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vocodertui import pidfile
+from vocodertui.cli import main
+from vocodertui.rundir import RunPaths, read_jsonl
+from vocodertui.runstate import run_status
+
+from conftest import REPO
+
+
+def wait_for(condition, what: str, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def events(run: RunPaths, name: str) -> list[dict]:
+    return [e for e in read_jsonl(run.events) if e["event"] == name]
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def daemon(quick_config, demo_corpus, tmp_path, capsys):
+    """A trainer started in the background with `vocodertui start --yes`; stopped at the end if still alive."""
+    logs = tmp_path / "logs"
+    code, out, err = cli(capsys, "start", "--yes", "--config", quick_config, "--data", demo_corpus,
+                         "--run", "bg", "--logs-dir", logs, "--target-step", 100000)
+    assert code == 0, err
+    assert "✓" in out and "✗" not in out and "trainer running as pid" in out
+    run = RunPaths(logs / "bg")
+    yield run
+    live = pidfile.check(run)
+    if live.alive:
+        os.kill(live.record.pid, signal.SIGKILL)
+
+
+def test_background_run_is_steered_by_signals_and_stop(daemon, capsys, quick_config, demo_corpus):
+    run = daemon
+    record = pidfile.read_pid_file(run)
+    assert record.pid != os.getpid() and os.getsid(record.pid) == record.pid  # its own session
+    wait_for(lambda: read_jsonl(run.metrics), "the first metrics line")
+    status = run_status(run)
+    assert status.state == "running" and status.pid == record.pid and status.rss_bytes > 0
+
+    os.kill(record.pid, signal.SIGUSR1)
+    wait_for(lambda: any(e["reason"] == "requested" for e in events(run, "checkpoint")), "a requested checkpoint")
+    os.kill(record.pid, signal.SIGUSR2)
+    validations = len(events(run, "validation"))
+    wait_for(lambda: len(events(run, "validation")) > validations, "a requested validation")
+
+    code, out, err = cli(capsys, "start", "--foreground", "--config", quick_config, "--data", demo_corpus,
+                         "--run", "bg", "--logs-dir", run.root.parent, "--resume", "latest")
+    assert code == 1 and f"run bg is being trained right now by process {record.pid}" in err
+
+    code, out, _ = cli(capsys, "stop", "--run", "bg", "--logs-dir", run.root.parent)
+    assert code == 0 and "run bg stopped at step" in out
+    stopped = events(run, "stopped")[-1]
+    assert stopped["step"] in [s for s, _ in run.checkpoint_files()]
+    assert not run.pid.exists() and run_status(run).state == "stopped"
+
+    code, _, err = cli(capsys, "stop", "--run", "bg", "--logs-dir", run.root.parent)
+    assert code == 1 and err == "vocodertui: error: run bg is not running\n"
+    code, out, _ = cli(capsys, "status", "--logs-dir", run.root.parent, "--json")
+    assert code == 0 and json.loads(out)[0]["state"] == "stopped"
+
+
+def test_stale_pid_files_are_never_trusted(quick_config, demo_corpus, tmp_path, capsys):
+    run = RunPaths(tmp_path / "r")
+    run.root.mkdir()
+    run.events.write_text('{"time": 1, "event": "start", "step": 0, "target_step": 10}\n')
+    run.pid.write_text("garbage {")
+    assert run_status(run).stale_pid_file == "the PID file is unreadable (not the JSON a trainer writes)"
+    code, _, err = cli(capsys, "stop", "--run", "r", "--logs-dir", tmp_path)
+    assert code == 1 and "stale PID file" in err
+
+    foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fake = {"pid": foreign.pid, "create_time": 1.0, "host": pidfile.socket.gethostname(),
+                "argv": ["python", "-m", "vocodertui.cli", "start"], "start_time": 1.0}
+        run.pid.write_text(json.dumps(fake))
+        status = run_status(run)
+        assert status.state == "crashed" and f"PID {foreign.pid} now belongs to another process" in status.stale_pid_file
+        code, _, err = cli(capsys, "stop", "--run", "r", "--logs-dir", tmp_path)
+        assert code == 1 and "nothing signalled" in err
+        assert foreign.poll() is None  # still alive: never signalled
+    finally:
+        foreign.kill()
+        foreign.wait()
+
+
+def test_a_launch_that_dies_early_shows_the_log(quick_config, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        y = 0.1 * rng.standard_normal(22050)
+        if i == 5:
+            y[1000] = np.nan  # passes the header checks, fails when the trainer reads the samples
+        sf.write(data / f"c{i}.wav", y, 22050, subtype="FLOAT")
+    code, out, err = cli(capsys, "start", "--yes", "--config", quick_config, "--data", data, "--run", "x",
+                         "--logs-dir", tmp_path / "logs")
+    assert code == 1
+    assert "the trainer exited during start-up (status 1)" in err and "c5.wav contains NaN or infinite samples" in err
+
+
+def test_check_reports_every_problem_as_a_cross(tmp_path, capsys):
+    code, out, _ = cli(capsys, "check", "--data", tmp_path / "missing", "--logs-dir", tmp_path)
+    assert code == 1
+    assert "✗   data" in out and "data directory not found" in out and "✓   configuration" in out
+
+
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(quick_config, demo_corpus, tmp_path):
+    """RLIMIT_FSIZE makes writes past 6 MB fail as a full disk would, mid-checkpoint."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6_000_000, 6_000_000))
+
+    args = [sys.executable, "-m", "vocodertui.cli", "start", "--foreground", "--config", str(quick_config),
+            "--data", str(demo_corpus), "--run", "r", "--logs-dir", str(tmp_path), "--target-step", "4"]
+    first = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    run = RunPaths(tmp_path / "r")
+    before = (run.checkpoints / "ckpt_00000004.pt").read_bytes()
+    proc = subprocess.run(args[:-1] + ["8", "--resume", "latest"], cwd=REPO, capture_output=True, text=True,
+                          preexec_fn=limit_file_size)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("vocodertui: error: cannot write checkpoint")
+    assert (run.checkpoints / "ckpt_00000004.pt").read_bytes() == before
+    assert not list(run.checkpoints.glob(".ckpt_*"))
+    crashed = events(run, "crashed")[-1]
+    assert "cannot write checkpoint" in crashed["reason"]
