@@ -225,12 +225,15 @@ class VocoderData:
     def epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.cfg.training.seed, epoch]).permutation(len(self.train))
 
-    def loader(self, epoch: int, first_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``first_batch`` .. end of ``epoch`` as (mel [B, M, F], audio [B, T]); the last partial batch is dropped."""
+    def loader(self, epoch: int, first_batch: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``first_batch`` .. end of ``epoch`` as (mel [B, M, F], audio [B, T]); the last partial
+        batch is dropped. With several processes, each gets its own contiguous slice of every batch."""
         dataset = SegmentDataset(self, epoch)
         order = self.epoch_order(epoch)
         b = self.cfg.training.batch_size
-        batches = [order[i * b : (i + 1) * b].tolist() for i in range(first_batch, self.batches_per_epoch)]
+        per_rank = b // world_size
+        batches = [order[i * b + rank * per_rank : i * b + (rank + 1) * per_rank].tolist()
+                   for i in range(first_batch, self.batches_per_epoch)]
         workers = self.cfg.training.num_workers
         return iter(torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, num_workers=workers, collate_fn=_stack,

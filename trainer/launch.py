@@ -17,6 +17,7 @@ from trainer import checkpoint as ckpt
 from trainer.config import Config, config_from_dict, dump_config, load_config
 from trainer.data import VocoderData, default_cache_root, describe
 from trainer.demo_corpus import ensure_demo_corpus
+from trainer.distributed import World, check_batch, join_world, leave_world
 from trainer.errors import UserError
 from trainer.loop import Trainer, parameter_count
 from vocodertui.pidfile import PidRecord, RunLock, read_pid_file, remove_pid_file, write_pid_file
@@ -149,7 +150,19 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def start_training(req: StartRequest, console: bool = True) -> str:
-    """Train in this process; returns 'finished' or 'stopped'. Raises UserError for bad input."""
+    """Train in this process; returns 'finished' or 'stopped'. Raises UserError for bad input.
+
+    Under torchrun every rank calls this; they decide the same things before rank 0, alone, takes
+    the run's lock and writes to it.
+    """
+    world = join_world()
+    try:
+        return _start(req, console, world)
+    finally:
+        leave_world(world)
+
+
+def _start(req: StartRequest, console: bool, world: World) -> str:
     run = resolve_run(req)
     if req.resume == "latest" and not (run.root.is_dir() and has_history(run)):
         raise UserError(f"run {run.name} not found in {run.root.parent}" if not run.root.is_dir()
@@ -159,22 +172,38 @@ def start_training(req: StartRequest, console: bool = True) -> str:
     if req.mels_dir:
         cfg.data.mels_dir = req.mels_dir
     if run is None:
+        if world.distributed:
+            raise UserError("several processes need a run name: pass --run")
         run = RunPaths(Path(req.logs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_batch(cfg.training.batch_size, world)
+    world.barrier()  # every rank has decided before rank 0 writes anything
+    if not world.is_main:
+        return _train(req, cfg, run, console, world)
     lock = prepare_run_dir(run, continuing)
     pid_record = write_pid_file(run)
     try:
-        return _train(req, cfg, run, console)
+        return _train(req, cfg, run, console, world)
     finally:
         remove_pid_file(run, pid_record)
         lock.release()
 
 
-def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool) -> str:
-    setup_logging(run, console)
+def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool, world: World) -> str:
+    if world.is_main:
+        setup_logging(run, console)
+        world.barrier()
+    else:
+        world.barrier()  # rank 0 has created the run directory
+        log.setLevel(logging.WARNING)
 
     data_dir = resolve_data_dir(req, cfg).resolve()
     cfg.data.path = str(data_dir)
-    data = VocoderData(cfg, data_dir, default_cache_root(Path(req.logs_dir), cfg))
+    if world.is_main:  # rank 0 fills the feature cache, the others then find it ready
+        data = VocoderData(cfg, data_dir, default_cache_root(Path(req.logs_dir), cfg))
+        world.barrier()
+    else:
+        world.barrier()
+        data = VocoderData(cfg, data_dir, default_cache_root(Path(req.logs_dir), cfg))
 
     resume_from: Optional[Path] = None
     state: Optional[dict[str, Any]] = None
@@ -189,7 +218,7 @@ def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool) -> str:
     elif req.target_step:
         cfg.training.target_step = req.target_step
 
-    trainer = Trainer(cfg, run, data, cfg.training.target_step)
+    trainer = Trainer(cfg, run, data, cfg.training.target_step, world)
     superseded: list[int] = []
     if state is not None:
         resume_step = int(state.get("step", 0))
@@ -200,9 +229,11 @@ def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool) -> str:
                 f"pass --target-step N with N > {resume_step} to train further"
             )
         trainer.load_state(state, resume_from)  # refuses another architecture before anything moves
-        superseded = supersede_checkpoints(run, resume_step)
-        trainer.load_checkpoint_table()
-    write_atomic(run.config, dump_config(cfg))
+        if world.is_main:
+            superseded = supersede_checkpoints(run, resume_step)
+            trainer.load_checkpoint_table()
+    if world.is_main:
+        write_atomic(run.config, dump_config(cfg))
 
     common = {
         "config": cfg.name, "pid": os.getpid(), "target_step": cfg.training.target_step,

@@ -22,11 +22,13 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint as ckpt
 from trainer.audio import write_wav
 from trainer.config import Config, signature_mismatch
 from trainer.data import VocoderData
+from trainer.distributed import World
 from trainer.errors import UserError
 from trainer.losses import discriminator_loss, feature_loss, generator_loss
 from trainer.mel import loss_mel
@@ -53,22 +55,35 @@ def pick_device(name: str) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run: RunPaths, data: VocoderData, target_step: int):
+    def __init__(self, cfg: Config, run: RunPaths, data: VocoderData, target_step: int, world: World = World()):
         self.cfg = cfg
         self.run = run
         self.data = data
         self.target_step = target_step
+        self.world = world
         t = cfg.training
         self.device = pick_device(t.device)
+        if self.device.type == "cuda" and world.distributed:
+            self.device = torch.device("cuda", world.local_rank)
         if t.precision == "fp16" and self.device.type != "cuda":
             raise UserError("training.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        threads = t.threads or torch.get_num_threads()
+        if world.distributed and self.device.type == "cpu":
+            # the processes on this machine share its cores
+            threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", world.size)))
+        torch.set_num_threads(threads)
 
         torch.manual_seed(t.seed)
         self.generator = Generator(cfg.generator, cfg.audio.num_mels).to(self.device)
         self.mpd = MultiPeriodDiscriminator(cfg.discriminator).to(self.device)
         self.msd = MultiScaleDiscriminator(cfg.discriminator).to(self.device)
+        # what the training step calls: the modules themselves, or their DDP wrappers under torchrun
+        self.train_g, self.train_mpd, self.train_msd = self.generator, self.mpd, self.msd
+        if world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_g, self.train_mpd, self.train_msd = (
+                DistributedDataParallel(m, device_ids=ids) for m in (self.generator, self.mpd, self.msd)
+            )
         betas = (t.adam_b1, t.adam_b2)
         self.optim_g = torch.optim.AdamW(self.generator.parameters(), t.learning_rate_g, betas=betas)
         # same parameter order as the reference (MSD, then MPD), so its optimiser states load
@@ -90,8 +105,9 @@ class Trainer:
         self.checkpoint_requested = False
         self.validation_requested = False
         self.nan_strikes = 0
-        self.metrics = JsonlWriter(run.metrics)
-        self.events = JsonlWriter(run.events)
+        # rank 0 alone writes the run directory
+        self.metrics = JsonlWriter(run.metrics) if world.is_main else None
+        self.events = JsonlWriter(run.events) if world.is_main else None
 
     # ----------------------------------------------------------------------------------- state
 
@@ -169,14 +185,14 @@ class Trainer:
         audio = audio.to(self.device, non_blocking=True)
         y = audio.unsqueeze(1)
         with self.autocast():
-            y_g_hat = self.generator(mel)
+            y_g_hat = self.train_g(mel)
         y_mel = self.loss_mel(audio)
         y_g_hat_mel = self.loss_mel(y_g_hat.squeeze(1))
 
         self.optim_d.zero_grad(set_to_none=True)
         with self.autocast():
-            p_real, p_fake, _, _ = self.mpd(y, y_g_hat.detach())
-            s_real, s_fake, _, _ = self.msd(y, y_g_hat.detach())
+            p_real, p_fake, _, _ = self.train_mpd(y, y_g_hat.detach())
+            s_real, s_fake, _, _ = self.train_msd(y, y_g_hat.detach())
             loss_d = discriminator_loss(s_real, s_fake) + discriminator_loss(p_real, p_fake)
         self.scaler.scale(loss_d).backward()
         grad_norm_d = self._unscale_and_clip(self.optim_d, measure_grads)
@@ -185,8 +201,8 @@ class Trainer:
         self.optim_g.zero_grad(set_to_none=True)
         mel_l1 = F.l1_loss(y_mel, y_g_hat_mel)
         with self.autocast():
-            _, p_fake, p_fmap_r, p_fmap_g = self.mpd(y, y_g_hat)
-            _, s_fake, s_fmap_r, s_fmap_g = self.msd(y, y_g_hat)
+            _, p_fake, p_fmap_r, p_fmap_g = self.train_mpd(y, y_g_hat)
+            _, s_fake, s_fmap_r, s_fmap_g = self.train_msd(y, y_g_hat)
             adv_s = generator_loss(s_fake) * lam.lambda_adv
             adv_p = generator_loss(p_fake) * lam.lambda_adv
             fm_s = feature_loss(s_fmap_r, s_fmap_g) * lam.lambda_fm
@@ -224,7 +240,8 @@ class Trainer:
     # ------------------------------------------------------------------------------ bookkeeping
 
     def event(self, name: str, **fields: Any) -> None:
-        self.events.write({"time": time.time(), "event": name, "step": self.step, **fields})
+        if self.events is not None:
+            self.events.write({"time": time.time(), "event": name, "step": self.step, **fields})
 
     def _val_at(self, step: int) -> Optional[float]:
         if self.last_validation and self.last_validation[0] == step:
@@ -259,8 +276,13 @@ class Trainer:
         log.warning("non-finite loss at step %d: rolled back to %s, skipped batch %d of epoch %d",
                     failed_step, path.name, bad_batch, bad_epoch)
 
+    def validate(self) -> None:
+        if self.world.is_main:
+            self._validate()
+        self.world.barrier()
+
     @torch.no_grad()
-    def validate(self) -> float:
+    def _validate(self) -> float:
         started = time.time()
         self.generator.eval()
         errors = []
@@ -292,7 +314,12 @@ class Trainer:
         log.info("step %d: validation mel-L1 %.4f", self.step, val_mel)
         return val_mel
 
-    def save_checkpoint(self, reason: str) -> Path:
+    def save_checkpoint(self, reason: str) -> None:
+        if self.world.is_main:
+            self._save_checkpoint(reason)
+        self.world.barrier()  # every rank may need the file (a rollback reads it)
+
+    def _save_checkpoint(self, reason: str) -> None:
         path = self.run.checkpoints / checkpoint_name(self.step)
         self.run.checkpoints.mkdir(exist_ok=True)
         state = self.state_dict()
@@ -304,7 +331,6 @@ class Trainer:
         )
         log.info("step %d: checkpoint %s (%s)", self.step, path.name, reason)
         self._prune_checkpoints()
-        return path
 
     def _prune_checkpoints(self) -> None:
         """Keep the last ``keep_last`` checkpoints, the best by validation mel-L1, and every milestone."""
@@ -326,7 +352,8 @@ class Trainer:
         record["steps_per_s"] = count / elapsed if elapsed > 0 else None
         record["grad_norm_g"] = grads["grad_norm_g"].item()
         record["grad_norm_d"] = grads["grad_norm_d"].item()
-        self.metrics.write(record)
+        if self.metrics is not None:
+            self.metrics.write(record)
         log.info(
             "step %d/%d  epoch %d  loss_g %.3f  loss_d %.3f  mel %.4f  %.2f steps/s",
             self.step, self.target_step, self.epoch, record["loss_g"], record["loss_d"], record["loss_mel"],
@@ -370,9 +397,11 @@ class Trainer:
         sums = torch.zeros(len(METRIC_NAMES), device=self.device)
         count, interval_start = 0, time.perf_counter()
         while self.step < self.target_step and self.stop_reason is None:
-            for mel, audio in self.data.loader(self.epoch, self.batch_in_epoch):
+            for mel, audio in self.data.loader(self.epoch, self.batch_in_epoch, self.world.rank, self.world.size):
                 measure = (self.step + 1) % s.log_every == 0
                 out = self.train_step(mel, audio, measure)
+                if self.world.distributed:
+                    self._agree(out)
                 if not torch.isfinite(out["losses"]).all():
                     self.roll_back()
                     sums.zero_()
@@ -413,14 +442,30 @@ class Trainer:
         log.info("finished: reached step %d", self.step)
         return "finished"
 
+    def _agree(self, out: dict[str, torch.Tensor]) -> None:
+        """One all-reduce per step: losses averaged over ranks, and any rank's stop / checkpoint /
+        validation request (rank 0 receives the signals) becomes every rank's."""
+        flags = torch.tensor(
+            [self.stop_reason is not None, self.checkpoint_requested, self.validation_requested],
+            dtype=torch.float32, device=self.device,
+        )
+        synced = self.world.all_reduce_sum(torch.cat([out["losses"], flags]))
+        out["losses"] = synced[: len(METRIC_NAMES)] / self.world.size
+        stop, checkpoint, validation = (synced[len(METRIC_NAMES) :] > 0).tolist()
+        if stop and self.stop_reason is None:
+            self.stop_reason = "stop on rank 0"
+        self.checkpoint_requested = self.checkpoint_requested or checkpoint
+        self.validation_requested = self.validation_requested or validation
+
     def crashed(self, exc: BaseException) -> None:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         self.event("crashed", reason=reason, traceback=traceback.format_exc())
         log.error("crashed at step %d: %s\n%s", self.step, reason, traceback.format_exc())
 
     def close(self) -> None:
-        self.metrics.close()
-        self.events.close()
+        for writer in (self.metrics, self.events):
+            if writer is not None:
+                writer.close()
 
 
 def parameter_count(module: torch.nn.Module) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -66,13 +67,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if plan.ok else 1
 
 
+def torchrun_prefix(args: argparse.Namespace) -> list[str]:
+    """The torchrun launcher in front of the trainer's command line, or nothing for one process."""
+    if args.nproc_per_node == 1 and args.nnodes == 1:
+        return []
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc_per_node}",
+            f"--nnodes={args.nnodes}", f"--node-rank={args.node_rank}", f"--master-addr={args.master_addr}",
+            f"--master-port={args.master_port}"]
+
+
+def child_arguments(args: argparse.Namespace, run_name: str, role: str) -> list[str]:
+    child = ["start", role, "--run-name", run_name, "--logs-dir", args.logs_dir]
+    for flag, value in (("--config", args.config), ("--data", args.data), ("--resume", args.resume),
+                        ("--target-step", args.target_step), ("--mels-dir", args.mels_dir)):
+        if value is not None:
+            child += [flag, str(value)]
+    return child
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     req = start_request(args)
-    if args.foreground or args.daemon_child:
+    if args.daemon_child or args.worker:
         from trainer.launch import start_training
 
-        print(f"training {start_training(req, console=not args.daemon_child)}")
+        print(f"training {start_training(req, console=args.worker)}")
         return 0
+    prefix = torchrun_prefix(args)
+    if args.foreground:
+        if not prefix:
+            from trainer.launch import start_training
+
+            print(f"training {start_training(req)}")
+            return 0
+        if not args.run:
+            raise UserError("training with several processes needs --run NAME")
+        return subprocess.call(prefix + ["-m", "vocodertui.cli"] + child_arguments(args, args.run, "--worker"))
 
     from trainer.preflight import run_preflight
     from vocodertui.control import launch_detached
@@ -84,14 +113,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     if not args.yes and sys.stdin.isatty() and not Confirm.ask(f"Start run {plan.run.name}?", default=True):
         print("not started")
         return 1
-    child = ["start", "--daemon-child", "--run", plan.run.name, "--logs-dir", args.logs_dir]
-    for flag, value in (("--config", args.config), ("--data", args.data), ("--resume", args.resume),
-                        ("--target-step", args.target_step), ("--mels-dir", args.mels_dir)):
-        if value is not None:
-            child += [flag, str(value)]
+    child = child_arguments(args, plan.run.name, "--daemon-child")
     console = make_console(stderr=True)
     with console.status("starting the trainer") as status:
-        pid = launch_detached(plan.run, child, args.wait, lambda line: status.update(line[:100]))
+        pid = launch_detached(plan.run, prefix, child, args.wait, lambda line: status.update(line[:100]))
     print(f"trainer running as pid {pid} in {plan.run.root}")
     print(f"watch it:  vocodertui status --run {plan.run.name} --logs-dir {args.logs_dir}")
     print(f"stop it:   vocodertui stop --run {plan.run.name} --logs-dir {args.logs_dir}")
@@ -234,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="YAML config or jik876 config.json; a bare name looks in config/ (default: the run's own config when resuming it, else demo)")
         p.add_argument("--data", help="dataset folder: LJSpeech layout (metadata.csv + wavs/) or any folder of audio files")
-        p.add_argument("--run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
+        # --run-name: the same option under a name torchrun's own parser does not take for its --run-path
+        p.add_argument("--run", "--run-name", dest="run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
         p.add_argument("--logs-dir", default="logs", help="where run directories live (default: logs)")
         p.add_argument("--resume", metavar="latest|PATH", help="continue from the run's latest checkpoint or from a checkpoint file (ours or jik876 g_########)")
         p.add_argument("--target-step", type=positive_int, help="train until this step (overrides the config; extends a finished run)")
@@ -245,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     start.add_argument("--foreground", action="store_true", help="train in this terminal (Ctrl-C stops gracefully)")
     start.add_argument("--wait", type=float, default=600, help="seconds to wait for the trainer to report its start (default 600)")
+    start.add_argument("--nproc-per-node", type=positive_int, default=1, help="processes on this machine (DDP under torchrun: gloo on CPU, NCCL on GPU)")
+    start.add_argument("--nnodes", type=positive_int, default=1, help="machines taking part (default 1)")
+    start.add_argument("--node-rank", type=int, default=0, help="this machine's index among --nnodes")
+    start.add_argument("--master-addr", default="127.0.0.1", help="address of the node with rank 0")
+    start.add_argument("--master-port", type=int, default=29500, help="a free TCP port on the rank-0 node")
     start.add_argument("--daemon-child", action="store_true", help=argparse.SUPPRESS)
+    start.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     start.set_defaults(func=cmd_start)
 
     check = sub.add_parser("check", help="run the pre-flight checks of start without starting anything")

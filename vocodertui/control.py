@@ -28,14 +28,16 @@ def log_tail(run: RunPaths, lines: int = 15) -> str:
         return "(no trainer.log)"
 
 
-def launch_detached(run: RunPaths, child_args: list[str], timeout: float, progress: Callable[[str], None]) -> int:
-    """Start the trainer in its own session (stdin /dev/null, output to trainer.log) and wait until it
-    has written its PID file and its start or resume event. Returns its PID."""
+def launch_detached(run: RunPaths, launcher: list[str], child_args: list[str], timeout: float,
+                    progress: Callable[[str], None]) -> int:
+    """Start the trainer in its own session (stdin /dev/null, output to trainer.log), behind
+    ``launcher`` (torchrun) when given, and wait until it has written its PID file and its start or
+    resume event. Returns the trainer's PID (rank 0's under torchrun)."""
     run.root.mkdir(parents=True, exist_ok=True)
     launched_at = time.time()
     with open(run.log, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "vocodertui.cli", *child_args],
+            [*(launcher or [sys.executable]), "-m", "vocodertui.cli", *child_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + timeout
@@ -43,11 +45,13 @@ def launch_detached(run: RunPaths, child_args: list[str], timeout: float, progre
         code = child.poll()
         if code is not None:
             raise ControlError(f"the trainer exited during start-up (status {code}); last lines of {run.log}:\n{log_tail(run)}")
-        started = [e for e in read_jsonl(run.events)
-                   if e.get("event") in ("start", "resume") and e.get("pid") == child.pid and e["time"] >= launched_at]
         record = pidfile.read_pid_file(run)
-        if started and isinstance(record, pidfile.PidRecord) and record.pid == child.pid:
-            return child.pid
+        started = isinstance(record, pidfile.PidRecord) and any(
+            e.get("event") in ("start", "resume") and e.get("pid") == record.pid and e["time"] >= launched_at
+            for e in read_jsonl(run.events)
+        )
+        if started:
+            return record.pid
         if time.monotonic() > deadline:
             raise ControlError(
                 f"the trainer (pid {child.pid}) has not reported its start after {timeout:.0f} s; it keeps running: "
