@@ -39,6 +39,21 @@ def load_audio(path: Path, sampling_rate: int) -> LoadedAudio:
     return LoadedAudio(np.ascontiguousarray(mono, dtype=np.float32), rate, channels)
 
 
+def load_mel_npy(path: Path, num_mels: int) -> np.ndarray:
+    """A mel spectrogram saved with numpy: [num_mels, frames] (a leading batch axis of 1 is dropped)."""
+    try:
+        mel = np.load(path)
+    except Exception:
+        raise UserError(f"{path} is not a readable .npy file") from None
+    if mel.ndim == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.ndim != 2 or mel.shape[0] != num_mels:
+        raise UserError(f"{path} has shape {mel.shape}; expected a mel of shape [{num_mels}, frames]")
+    if not np.isfinite(mel).all():
+        raise UserError(f"{path} contains NaN or infinite values")
+    return np.ascontiguousarray(mel, dtype=np.float32)
+
+
 def peak_normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
     """Scale so that the largest magnitude is ``peak`` (the reference's ``normalize(audio) * 0.95``)."""
     largest = float(np.abs(samples).max())

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from trainer.audio import AUDIO_EXTENSIONS, load_audio, peak_normalize
+from trainer.audio import AUDIO_EXTENSIONS, load_audio, load_mel_npy, peak_normalize
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.mel import input_mel
@@ -175,21 +175,14 @@ def load_finetune_mel(mels_dir: Path, utt: Utterance, num_mels: int, n_samples: 
     path = mels_dir / f"{utt.id}.npy"
     if not path.is_file():
         raise UserError(f"fine-tuning mel missing for '{utt.id}': {path}")
-    try:
-        mel = np.load(path)
-    except Exception:
-        raise UserError(f"fine-tuning mel {path} is not a readable .npy file") from None
-    if mel.ndim == 3 and mel.shape[0] == 1:
-        mel = mel[0]
-    if mel.ndim != 2 or mel.shape[0] != num_mels:
-        raise UserError(f"fine-tuning mel {path} has shape {mel.shape}, expected [{num_mels}, frames]")
+    mel = load_mel_npy(path, num_mels)
     expected = n_samples // hop
     if abs(mel.shape[1] - expected) > 1:
         raise UserError(
             f"fine-tuning mel {path} has {mel.shape[1]} frames but its audio has {n_samples} samples "
             f"= {expected} frames of hop {hop}: misaligned"
         )
-    return np.ascontiguousarray(mel, dtype=np.float32)
+    return mel
 
 
 class VocoderData:

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from trainer import checkpoint as ckpt
-from trainer.audio import load_audio, write_wav
+from trainer.audio import load_audio, load_mel_npy, write_wav
 from trainer.config import Config, config_from_dict, load_config, signature_mismatch
 from trainer.errors import UserError
 from trainer.mel import input_mel
@@ -57,17 +56,7 @@ def build_generator(state_dict: dict, cfg: Config, source: Path) -> Generator:
 def read_input_mel(path: Path, cfg: Config) -> torch.Tensor:
     """[1, num_mels, frames] from a mel ``.npy`` or from any audio file (resampled to the config's rate)."""
     if path.suffix == ".npy":
-        try:
-            mel = np.load(path)
-        except Exception:
-            raise UserError(f"{path} is not a readable .npy file") from None
-        if mel.ndim == 3 and mel.shape[0] == 1:
-            mel = mel[0]
-        if mel.ndim != 2 or mel.shape[0] != cfg.audio.num_mels:
-            raise UserError(f"{path} has shape {mel.shape}; expected a mel of shape [{cfg.audio.num_mels}, frames]")
-        if not np.isfinite(mel).all():
-            raise UserError(f"{path} contains NaN or infinite values")
-        return torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0)
+        return torch.from_numpy(load_mel_npy(path, cfg.audio.num_mels)).unsqueeze(0)
     loaded = load_audio(path, cfg.audio.sampling_rate)
     if len(loaded.samples) < cfg.audio.n_fft:
         raise UserError(f"{path} is too short: {len(loaded.samples)} samples, need at least {cfg.audio.n_fft}")
