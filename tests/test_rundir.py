@@ -1,6 +1,5 @@
 """The JSONL files of the run directory: whole lines, torn lines skipped, resumes superseding."""
 
-import json
 
 from vocodertui.rundir import JsonlWriter, checkpoint_name, checkpoint_step, read_jsonl, supersede
 

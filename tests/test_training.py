@@ -1,6 +1,5 @@
 """Training runs on the demo config: the run directory, checkpoints, and exact resume."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -197,3 +196,13 @@ def test_three_nan_losses_in_a_row_end_the_run_as_crashed(quick_config, demo_cor
     crashed = read_jsonl(run.events)[-1]
     assert crashed["event"] == "crashed" and "non-finite loss" in crashed["reason"]
     assert not run.pid.exists()
+
+
+def test_bf16_autocast_and_gradient_clipping_train(demo_corpus, tmp_path):
+    config = write_config(tmp_path / "bf16.yaml", training={"precision": "bf16", "grad_clip": 1.0},
+                          schedule={"log_every": 2, "val_samples": 0})
+    run = train(config, demo_corpus, tmp_path, target_step=4)
+    metrics = read_jsonl(run.metrics)
+    assert [m["step"] for m in metrics] == [2, 4]
+    assert all(m["loss_g"] > 0 and m["grad_norm_g"] > 0 for m in metrics)  # finite: non-finite would be null
+    assert read_jsonl(run.events)[0]["precision"] == "bf16"

@@ -117,7 +117,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def latest_valid(run: RunPaths) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint of ``run`` that loads; corrupt ones are reported and passed over."""
-    for step, path in reversed(run.checkpoint_files()):
+    for _, path in reversed(run.checkpoint_files()):
         try:
             obj = load_file(path)
         except UserError as exc:
