@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -156,10 +157,23 @@ def start_training(req: StartRequest, console: bool = True) -> str:
     the run's lock and writes to it.
     """
     world = join_world()
+    previous = {sig: signal.signal(sig, handler) for sig, handler in STARTUP_HANDLERS.items()}
     try:
         return _start(req, console, world)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         leave_world(world)
+
+
+def _stop_during_startup(signum, _frame):
+    raise UserError(f"{signal.Signals(signum).name} during start-up: stopped before training began")
+
+
+# Until the training loop installs its own handlers: a stop request ends the start-up cleanly
+# (the PID file is removed, one line says why); checkpoint and validation requests are ignored.
+STARTUP_HANDLERS = {signal.SIGTERM: _stop_during_startup, signal.SIGINT: _stop_during_startup,
+                    signal.SIGUSR1: signal.SIG_IGN, signal.SIGUSR2: signal.SIG_IGN}
 
 
 def _start(req: StartRequest, console: bool, world: World) -> str:

@@ -101,9 +101,15 @@ class Trainer:
         self.batch_in_epoch = 0
         self.last_validation: Optional[tuple[int, float]] = None
         self.checkpoint_vals: dict[int, Optional[float]] = {}
+        # What the signal handlers record, and what the loop has decided from it after a step
+        # (under torchrun, decided together by all ranks, so that they act on the same step).
+        self.stop_signal: Optional[str] = None
+        self.checkpoint_signals = self.checkpoint_signals_taken = 0
+        self.validation_signals = self.validation_signals_taken = 0
         self.stop_reason: Optional[str] = None
         self.checkpoint_requested = False
         self.validation_requested = False
+        self.checkpointed_step = -1
         self.nan_strikes = 0
         # rank 0 alone writes the run directory
         self.metrics = JsonlWriter(run.metrics) if world.is_main else None
@@ -150,6 +156,7 @@ class Trainer:
             first = str(exc).strip().splitlines()[0]
             raise UserError(f"cannot resume from {source}: its weights do not fit this config ({first[:200]})") from None
         self.step = int(state.get("step", 0))
+        self.checkpointed_step = self.step
         self.epoch = int(state.get("epoch", 0))
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         if ckpt.is_ours(state):
@@ -315,6 +322,7 @@ class Trainer:
         return val_mel
 
     def save_checkpoint(self, reason: str) -> None:
+        self.checkpointed_step = self.step
         if self.world.is_main:
             self._save_checkpoint(reason)
         self.world.barrier()  # every rank may need the file (a rollback reads it)
@@ -364,17 +372,17 @@ class Trainer:
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def stop(signum, _frame):
-            if self.stop_reason is not None and signum == signal.SIGINT:
+            if self.stop_signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C stops without the checkpoint
-            if self.stop_reason is None:
-                self.stop_reason = signal.Signals(signum).name
-                self.event("stopping", reason=self.stop_reason)
+            if self.stop_signal is None:
+                self.stop_signal = signal.Signals(signum).name
+                self.event("stopping", reason=self.stop_signal)
 
         def want_checkpoint(_signum, _frame):
-            self.checkpoint_requested = True
+            self.checkpoint_signals += 1
 
         def want_validation(_signum, _frame):
-            self.validation_requested = True
+            self.validation_signals += 1
 
         handlers = {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGUSR1: want_checkpoint,
                     signal.SIGUSR2: want_validation}
@@ -400,8 +408,7 @@ class Trainer:
             for mel, audio in self.data.loader(self.epoch, self.batch_in_epoch, self.world.rank, self.world.size):
                 measure = (self.step + 1) % s.log_every == 0
                 out = self.train_step(mel, audio, measure)
-                if self.world.distributed:
-                    self._agree(out)
+                self._take_requests(out)
                 if not torch.isfinite(out["losses"]).all():
                     self.roll_back()
                     sums.zero_()
@@ -432,7 +439,7 @@ class Trainer:
             if self.batch_in_epoch >= self.data.batches_per_epoch:
                 self.end_epoch()
 
-        if self.step not in self.checkpoint_vals:
+        if self.checkpointed_step != self.step:
             self.save_checkpoint("stop" if self.stop_reason else "final")
         if self.stop_reason is not None and self.step < self.target_step:
             self.event("stopped", reason=self.stop_reason)
@@ -442,18 +449,22 @@ class Trainer:
         log.info("finished: reached step %d", self.step)
         return "finished"
 
-    def _agree(self, out: dict[str, torch.Tensor]) -> None:
-        """One all-reduce per step: losses averaged over ranks, and any rank's stop / checkpoint /
-        validation request (rank 0 receives the signals) becomes every rank's."""
-        flags = torch.tensor(
-            [self.stop_reason is not None, self.checkpoint_requested, self.validation_requested],
-            dtype=torch.float32, device=self.device,
-        )
-        synced = self.world.all_reduce_sum(torch.cat([out["losses"], flags]))
-        out["losses"] = synced[: len(METRIC_NAMES)] / self.world.size
-        stop, checkpoint, validation = (synced[len(METRIC_NAMES) :] > 0).tolist()
+    def _take_requests(self, out: dict[str, torch.Tensor]) -> None:
+        """Turn the signals received so far into decisions for this step. Under torchrun one
+        all-reduce per step averages the losses and makes any rank's request every rank's (rank 0
+        receives the signals), so that all ranks stop, checkpoint and validate on the same step."""
+        checkpoints, validations = self.checkpoint_signals, self.validation_signals
+        flags = [self.stop_signal is not None, checkpoints > self.checkpoint_signals_taken,
+                 validations > self.validation_signals_taken]
+        self.checkpoint_signals_taken, self.validation_signals_taken = checkpoints, validations
+        if self.world.distributed:
+            local = torch.tensor(flags, dtype=torch.float32, device=self.device)
+            synced = self.world.all_reduce_sum(torch.cat([out["losses"], local]))
+            out["losses"] = synced[: len(METRIC_NAMES)] / self.world.size
+            flags = (synced[len(METRIC_NAMES) :] > 0).tolist()
+        stop, checkpoint, validation = flags
         if stop and self.stop_reason is None:
-            self.stop_reason = "stop on rank 0"
+            self.stop_reason = self.stop_signal or "stop on rank 0"
         self.checkpoint_requested = self.checkpoint_requested or checkpoint
         self.validation_requested = self.validation_requested or validation
 

@@ -42,6 +42,9 @@ def launch_detached(run: RunPaths, launcher: list[str], child_args: list[str], t
     deadline = time.monotonic() + timeout
     while True:
         code = child.poll()
+        finished_already = code == 0 and any(e.get("event") == "finished" and e["time"] >= launched_at for e in read_jsonl(run.events))
+        if finished_already:  # a run so short that it ended before we looked
+            return child.pid
         if code is not None:
             raise ControlError(f"the trainer exited during start-up (status {code}); last lines of {run.log}:\n{log_tail(run)}")
         record = pidfile.read_pid_file(run)
@@ -98,6 +101,7 @@ def stop(run: RunPaths, timeout: float, force: bool, progress: Callable[[str], N
     if not force:
         raise ControlError(f"run {run.name} (pid {pid}) is still stopping after {timeout:.0f} s; wait, or use --force to kill it")
     again = pidfile.check(run)
-    if again.alive and again.record == live.record:
-        os.kill(pid, signal.SIGKILL)
+    if not (again.alive and again.record == live.record):
+        return f"run {run.name} (pid {pid}) has exited"
+    os.kill(pid, signal.SIGKILL)
     return f"run {run.name} (pid {pid}) killed after {timeout:.0f} s; resume it from its last checkpoint"

@@ -152,13 +152,13 @@ def tail_records(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
-            start = max(0, size - max_bytes)
+            start = max(0, size - max_bytes - 1)
             f.seek(start)
             lines = f.read().splitlines(keepends=True)
     except FileNotFoundError:
         return []
     if start and lines:
-        lines = lines[1:]  # began mid-line
+        lines = lines[1:]  # the byte before the window ends the line it cuts, or is that line's tail
     return list(parse_lines(lines))
 
 

@@ -107,8 +107,9 @@ def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
     liveness = pidfile.check(run)
     segment = next((e for e in reversed(events) if e.get("event") in SEGMENT_EVENTS), None)
     last_control = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, *TERMINAL_EVENTS, "stopping")), None)
-    if segment is not None:  # lines from before a resume may describe an abandoned timeline
-        metrics = [m for m in metrics if m.get("time", 0) >= segment["time"]]
+    rewind = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, "nan_rollback")), None)
+    if rewind is not None:  # lines from before a resume or rollback describe an abandoned timeline
+        metrics = [m for m in metrics if m.get("time", 0) >= rewind["time"]]
     last_metric = metrics[-1] if metrics else None
     step = max([e.get("step", 0) for e in events[-1:]] + [last_metric["step"] if last_metric else 0])
     target = segment.get("target_step") if segment else None
@@ -117,9 +118,10 @@ def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
 
     reason = ""
     if liveness.alive:
-        activity = max([e["time"] for e in events[-1:]] + [last_metric["time"] if last_metric else 0.0])
+        started = liveness.record.start_time  # this trainer's own writes only
+        activity = max([e["time"] for e in events[-1:]] + [last_metric["time"] if last_metric else 0.0, started])
         expected = log_interval(run) / rate if rate else 0.0
-        if last_control and last_control["event"] == "stopping":
+        if last_control and last_control["event"] == "stopping" and last_control["time"] >= started:
             state, reason = "stopping", f"{last_control.get('reason', 'stop')} received; finishing the step and checkpointing"
         elif now - activity > max(STALL_INTERVALS * expected, STALL_MIN_SECONDS):
             state, reason = "stalled", f"nothing written for {now - activity:.0f} s while the process lives"
