@@ -20,6 +20,7 @@ from trainer.data import discover, split
 from trainer.errors import UserError
 from trainer.launch import StartRequest, choose_config, has_history, resolve_data_dir, resolve_run
 from vocodertui import pidfile
+from vocodertui.units import format_bytes
 from vocodertui.rundir import RunPaths
 
 DEPENDENCIES = ("torch", "numpy", "soundfile", "soxr", "yaml", "psutil")
@@ -43,14 +44,6 @@ class Plan:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def _model_sizes(cfg: Config) -> tuple[int, int]:
@@ -211,8 +204,8 @@ def _check_disk(req: StartRequest, plan: Plan) -> str:
     sample_bytes = validations * cfg.schedule.val_samples * (6 * cfg.audio.sampling_rate * 2 + 60_000)
     needed = kept * checkpoint_bytes + sample_bytes
     free = shutil.disk_usage(_nearest_existing(Path(req.logs_dir).resolve())).free
-    detail = (f"{_human_bytes(free)} free; about {_human_bytes(needed)} needed "
-              f"({kept} checkpoints of {_human_bytes(checkpoint_bytes)}, samples {_human_bytes(sample_bytes)})")
+    detail = (f"{format_bytes(free)} free; about {format_bytes(needed)} needed "
+              f"({kept} checkpoints of {format_bytes(checkpoint_bytes)}, samples {format_bytes(sample_bytes)})")
     if free < needed:
         raise UserError(detail)
     return detail
@@ -220,7 +213,7 @@ def _check_disk(req: StartRequest, plan: Plan) -> str:
 
 def _check_memory(plan: Plan) -> str:
     vm = psutil.virtual_memory()
-    detail = f"{_human_bytes(vm.available)} available of {_human_bytes(vm.total)}"
+    detail = f"{format_bytes(vm.available)} available of {format_bytes(vm.total)}"
     if vm.available < 1 << 30:
         raise UserError(detail + ": less than 1 GB")
     return detail

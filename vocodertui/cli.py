@@ -22,6 +22,7 @@ from rich.table import Table
 
 from trainer.errors import UserError
 from vocodertui.control import ControlError
+from vocodertui.units import format_bytes, format_duration
 
 
 def positive_int(text: str) -> int:
@@ -148,29 +149,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
         outcome = stop(run, args.timeout, args.force, status.update)
     print(outcome)
     return 0
-
-
-def format_duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600:02d}h"
-
-
-def format_bytes(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 STATE_STYLE = {"running": "green", "stopping": "yellow", "stalled": "yellow", "crashed": "red",

@@ -21,8 +21,11 @@ class ControlError(Exception):
 
 
 def log_tail(run: RunPaths, lines: int = 15) -> str:
+    """The last lines of trainer.log, read from its end (the file grows for as long as the run lives)."""
     try:
-        return "\n".join(run.log.read_text(errors="replace").splitlines()[-lines:])
+        with open(run.log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no trainer.log)"
 
