@@ -22,7 +22,7 @@ from trainer.distributed import World, check_batch, join_world, leave_world
 from trainer.errors import UserError
 from trainer.loop import Trainer, parameter_count
 from vocodertui.pidfile import PidRecord, RunLock, read_pid_file, remove_pid_file, write_pid_file
-from vocodertui.rundir import RunPaths
+from vocodertui.rundir import RunPaths, write_text_atomic
 
 log = logging.getLogger("trainer")
 
@@ -144,12 +144,6 @@ def load_resume_state(req: StartRequest, run: RunPaths) -> Optional[tuple[Path, 
     return path, ckpt.load_jik876_pair(path)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def start_training(req: StartRequest, console: bool = True) -> str:
     """Train in this process; returns 'finished' or 'stopped'. Raises UserError for bad input.
 
@@ -247,7 +241,7 @@ def _train(req: StartRequest, cfg: Config, run: RunPaths, console: bool, world: 
             superseded = supersede_checkpoints(run, resume_step)
             trainer.load_checkpoint_table()
     if world.is_main:
-        write_atomic(run.config, dump_config(cfg))
+        write_text_atomic(run.config, dump_config(cfg))
 
     common = {
         "config": cfg.name, "pid": os.getpid(), "target_step": cfg.training.target_step,

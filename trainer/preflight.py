@@ -18,7 +18,7 @@ import soundfile as sf
 from trainer.config import Config, signature_mismatch
 from trainer.data import discover, split
 from trainer.errors import UserError
-from trainer.launch import StartRequest, choose_config, has_history, resolve_data_dir, resolve_run
+from trainer.launch import StartRequest, choose_config, has_history, load_resume_state, resolve_data_dir, resolve_run
 from vocodertui import pidfile
 from vocodertui.units import format_bytes
 from vocodertui.rundir import RunPaths
@@ -153,20 +153,12 @@ def _check_data(req: StartRequest, plan: Plan) -> str:
 
 
 def _check_resume(req: StartRequest, plan: Plan) -> str:
-    from trainer.checkpoint import is_ours, latest_valid, load_file, load_jik876_pair
-
     if req.resume is None:
         return "none (a new run from step 0)"
-    if req.resume == "latest":
-        found = latest_valid(plan.run)
-        if found is None:
-            return f"run {plan.run.name} has no valid checkpoint yet: it starts again from step 0"
-        path, state = found
-    else:
-        path = Path(req.resume)
-        state = load_file(path)
-        if not is_ours(state):
-            state = load_jik876_pair(path)
+    found = load_resume_state(req, plan.run)
+    if found is None:
+        return f"run {plan.run.name} has no valid checkpoint yet: it starts again from step 0"
+    path, state = found
     if "signature" in state:
         mismatch = signature_mismatch(state["signature"], plan.config.model_signature())
         if mismatch:

@@ -18,7 +18,7 @@ from typing import Optional
 
 import psutil
 
-from vocodertui.rundir import RunPaths
+from vocodertui.rundir import RunPaths, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,7 @@ class RunLock:
 def write_pid_file(run: RunPaths) -> PidRecord:
     me = psutil.Process()
     record = PidRecord(me.pid, me.create_time(), socket.gethostname(), me.cmdline() or sys.argv, time.time())
-    tmp = run.pid.with_name(f".{run.pid.name}.tmp")
-    tmp.write_text(json.dumps(asdict(record)))
-    os.replace(tmp, run.pid)
+    write_text_atomic(run.pid, json.dumps(asdict(record)))
     return record
 
 

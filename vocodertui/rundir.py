@@ -91,6 +91,13 @@ class RunPaths:
         return sorted((s, p) for s, p in found if s is not None)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` so that readers see the old text or the new one, never a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
