@@ -119,7 +119,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     with console.status("starting the trainer") as status:
         pid = launch_detached(plan.run, prefix, child, args.wait, lambda line: status.update(line[:100]))
     print(f"trainer running as pid {pid} in {plan.run.root}")
-    print(f"watch it:  vocodertui status --run {plan.run.name} --logs-dir {args.logs_dir}")
+    print(f"watch it:  vocodertui monitor --run {plan.run.name} --logs-dir {args.logs_dir}")
     print(f"stop it:   vocodertui stop --run {plan.run.name} --logs-dir {args.logs_dir}")
     return 0
 
@@ -138,6 +138,16 @@ def resolve_run_arg(args: argparse.Namespace):
     if not runs:
         raise UserError(f"no runs in {logs}")
     return runs[0]
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from vocodertui.dashboard.app import MonitorApp
+
+    run = resolve_run_arg(args)
+    if not sys.stdout.isatty():
+        raise UserError("monitor needs a terminal; use vocodertui status for a one-shot report")
+    MonitorApp(run, Path(args.logs_dir)).run()
+    return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -268,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=300, help="seconds to wait for the graceful stop (default 300)")
     stop.add_argument("--force", action="store_true", help="SIGKILL the trainer if it has not stopped after --timeout")
     stop.set_defaults(func=cmd_stop)
+
+    monitor = sub.add_parser("monitor", help="the dashboard: watch a run, stop it, resume it from a checkpoint")
+    monitor.add_argument("--run", help="run name (default: the most recently active run)")
+    monitor.add_argument("--logs-dir", default="logs")
+    monitor.set_defaults(func=cmd_monitor)
 
     status = sub.add_parser("status", help="state of one run, or of every run under the logs directory")
     status.add_argument("--run")

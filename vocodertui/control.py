@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from vocodertui import pidfile
@@ -108,3 +109,11 @@ def stop(run: RunPaths, timeout: float, force: bool, progress: Callable[[str], N
         return f"run {run.name} (pid {pid}) has exited"
     os.kill(pid, signal.SIGKILL)
     return f"run {run.name} (pid {pid}) killed after {timeout:.0f} s; resume it from its last checkpoint"
+
+
+def resume(run: RunPaths, checkpoint: Path, timeout: float, progress: Callable[[str], None]) -> int:
+    """Start the run's trainer again, detached, from ``checkpoint`` with the config the run was last
+    trained with (its config.yaml); returns the trainer's PID once it has written its resume event."""
+    args = ["start", "--daemon-child", "--run-name", run.name, "--logs-dir", str(run.root.parent.resolve()),
+            "--resume", str(checkpoint.resolve())]
+    return launch_detached(run, [], args, timeout, progress)

@@ -45,6 +45,7 @@ class RunStatus:
     last_metric_age_s: Optional[float]
     last_checkpoint: Optional[CheckpointInfo]
     pid: Optional[int]
+    uptime_s: Optional[float]  # since the live trainer process started
     rss_bytes: Optional[int]
     stale_pid_file: Optional[str]  # why a PID file present on disk is not trusted
 
@@ -101,10 +102,14 @@ def log_interval(run: RunPaths) -> int:
 
 
 def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
-    now = time.time() if now is None else now
-    events = read_jsonl(run.events)
-    metrics = tail_records(run.metrics)
-    liveness = pidfile.check(run)
+    return derive_status(run, read_jsonl(run.events), tail_records(run.metrics), pidfile.check(run),
+                         time.time() if now is None else now, log_interval(run))
+
+
+def derive_status(run: RunPaths, events: list[dict], metrics: list[dict], liveness: pidfile.Liveness,
+                  now: float, log_every: int) -> RunStatus:
+    """The state of a run from what has been read of it: all its events, its latest metrics lines
+    (the last few dozen are enough) and the verdict on its PID file."""
     segment = next((e for e in reversed(events) if e.get("event") in SEGMENT_EVENTS), None)
     last_control = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, *TERMINAL_EVENTS, "stopping")), None)
     rewind = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, "nan_rollback")), None)
@@ -120,7 +125,7 @@ def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
     if liveness.alive:
         started = liveness.record.start_time  # this trainer's own writes only
         activity = max([e["time"] for e in events[-1:]] + [last_metric["time"] if last_metric else 0.0, started])
-        expected = log_interval(run) / rate if rate else 0.0
+        expected = log_every / rate if rate else 0.0
         if last_control and last_control["event"] == "stopping" and last_control["time"] >= started:
             state, reason = "stopping", f"{last_control.get('reason', 'stop')} received; finishing the step and checkpointing"
         elif now - activity > max(STALL_INTERVALS * expected, STALL_MIN_SECONDS):
@@ -149,5 +154,6 @@ def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
         last_metric_age_s=(now - last_metric["time"]) if last_metric else None,
         last_checkpoint=checkpoints[-1] if checkpoints else None,
         pid=liveness.record.pid if liveness.alive and liveness.record else None,
+        uptime_s=now - liveness.record.create_time if liveness.alive and liveness.record else None,
         rss_bytes=rss, stale_pid_file=stale,
     )

@@ -1,0 +1,129 @@
+"""Following growing JSONL files, and the loss-curve arithmetic of the dashboard."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, columns_of, effective, rewinds_of
+from vocodertui.rundir import JsonlWriter, supersede
+from vocodertui.series import downsample, ema, moving_mean, smooth, trend
+
+
+def metric(step, t=None, **values):
+    return {"time": float(step if t is None else t), "step": step, "loss_g": 50.0 - step / 100, **values}
+
+
+def append(path, *records, raw=b""):
+    with open(path, "ab") as f:
+        for r in records:
+            f.write((json.dumps(r) + "\n").encode())
+        f.write(raw)
+
+
+def test_follower_reads_only_new_whole_lines(tmp_path):
+    path = tmp_path / "m.jsonl"
+    follower = JsonlFollower(path)
+    assert follower.read_new() == ([], False)  # no file yet
+    append(path, metric(1), raw=b'{"time": 2, "st')
+    records, reset = follower.read_new()
+    assert [r["step"] for r in records] == [1] and not reset
+    append(path, raw=b'ep": 2}\n')
+    assert [r["step"] for r in follower.read_new()[0]] == [2]  # the torn line, once whole
+    assert follower.read_new() == ([], False)
+    append(path, raw=b"garbage\n")
+    append(path, metric(3))
+    assert [r["step"] for r in follower.read_new()[0]] == [3]
+
+
+def test_follower_starts_over_after_truncation_or_replacement(tmp_path):
+    path = tmp_path / "m.jsonl"
+    append(path, metric(1), metric(2), metric(3))
+    follower = JsonlFollower(path)
+    assert len(follower.read_new()[0]) == 3
+    path.write_text(json.dumps(metric(7)) + "\n")  # shorter: truncated and rewritten
+    records, reset = follower.read_new()
+    assert reset and [r["step"] for r in records] == [7]
+    replacement = tmp_path / "new.jsonl"
+    append(replacement, metric(8), metric(9), metric(10), metric(11))
+    os.replace(replacement, path)  # a new file, longer than the old offset
+    records, reset = follower.read_new()
+    assert reset and [r["step"] for r in records] == [8, 9, 10, 11]
+    path.unlink()
+    assert follower.read_new() == ([], True)
+
+
+def test_metrics_follower_opens_a_big_file_from_its_tail_and_indexes_the_rest_lazily(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = JsonlWriter(path)
+    for step in range(1, 20001):
+        writer.write(metric(step))
+    writer.close()
+    follower = MetricsFollower(path, tail_bytes=64 * 1024)
+    follower.poll()
+    tail_steps = follower.recent[:, 1]
+    assert tail_steps[-1] == 20000 and 100 < len(tail_steps) < 2000  # only the last 64 KB was parsed
+    assert np.all(np.diff(tail_steps) == 1)  # starting on a whole line
+    assert not follower.head_indexed and len(follower.head_sample(100)) == 0
+    while follower.index_some(budget=256 * 1024):
+        pass
+    assert follower.head_lines == 20000 - len(tail_steps)
+    sample = follower.head_sample(100)
+    assert len(sample) == 100 and sample[0, 1] == 1 and sample[-1, 1] == 20000 - len(tail_steps)
+    writer = JsonlWriter(path)
+    writer.write(metric(20001))
+    assert follower.poll() and follower.recent[-1, 1] == 20001
+
+
+def test_vectorised_supersede_agrees_with_the_record_by_record_rule():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        records, step, t = [], 0, 0.0
+        for _ in range(rng.integers(5, 60)):
+            t += 1.0
+            if rng.random() < 0.15 and step > 0:
+                step = int(rng.integers(0, step))  # a resume or rollback to an earlier checkpoint
+                records.append({"time": t, "event": str(rng.choice(["resume", "nan_rollback", "start"])), "step": step})
+                if records[-1]["event"] == "start":
+                    records[-1]["step"] = step = 0
+            else:
+                step += int(rng.integers(1, 4))
+                records.append(metric(step, t))
+        events = [r for r in records if "event" in r]
+        expected = [r["step"] for r in supersede(records) if "event" not in r]
+        got = effective(columns_of([r for r in records if "event" not in r]), rewinds_of(events))
+        assert got[:, 1].tolist() == expected
+
+
+def test_columns_turn_nulls_and_missing_values_into_nan():
+    rows = columns_of([{"time": 1.0, "step": 2, "loss_g": None}, {"time": 2.0, "step": "x"}])
+    assert rows.shape == (1, len(METRIC_COLUMNS)) and np.isnan(rows[0, 2]) and rows[0, 1] == 2
+
+
+def test_smoothing_matches_the_textbook_loops():
+    x = np.random.default_rng(1).standard_normal(1000) + np.linspace(5, 0, 1000)
+    loop, y = [], x[0]
+    for v in x:
+        y = 0.9 * y + 0.1 * v
+        loop.append(y)
+    assert np.allclose(ema(x), loop, rtol=1e-10, atol=1e-10)
+    expected = [x[max(0, i - 19): i + 1].mean() for i in range(len(x))]
+    assert np.allclose(moving_mean(x), expected)
+    x[10] = np.nan
+    assert np.isfinite(smooth(x, "ema")).all() and np.isfinite(smooth(x, "mean")).all()
+
+
+def test_trend_compares_the_last_window_with_the_one_before():
+    assert trend(np.linspace(10, 1, 300)) == "down"
+    assert trend(np.linspace(1, 10, 300)) == "up"
+    assert trend(np.full(300, 3.0)) == "flat"
+    assert trend(np.ones(150)) is None  # not enough logged steps yet
+
+
+@pytest.mark.parametrize("n", [5, 1000, 1_000_003])
+def test_downsample_keeps_the_shape_and_the_ends(n):
+    steps = np.arange(n, dtype=np.float64)
+    x, y = downsample(steps, 2.0 * steps, 200)
+    assert len(x) == min(n, 200) and np.allclose(y, 2.0 * x)
+    assert x[0] < n / 200 + 1 and x[-1] > n - n / 200 - 2

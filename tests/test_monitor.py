@@ -1,0 +1,292 @@
+"""The dashboard (`vocodertui monitor`) driven with Textual's Pilot, against prepared run directories
+and against a real trainer process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from vocodertui import pidfile
+from vocodertui.cli import main
+from vocodertui.dashboard.app import MonitorApp
+from vocodertui.dashboard.feed import RunFeed, SystemStats
+from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, RunPicker
+from vocodertui.dashboard.widgets import CheckpointTable, EventLog, RunHeader
+from vocodertui.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
+
+NOW = 1_795_600_000.0
+SYSTEM = SystemStats(cpu_percent=42.0, ram_used=3 << 30, ram_total=16 << 30, disk_free=100 << 30, trainer_rss=None)
+
+
+def frozen_feed(run: RunPaths) -> RunFeed:
+    """A feed whose clock and machine figures do not move, so screens are reproducible."""
+    return RunFeed(run, clock=lambda: NOW, system=lambda _run, rss: SYSTEM)
+
+
+class FakeRun:
+    """A run directory written the way the trainer writes it, with times in the past."""
+
+    def __init__(self, root: Path, target: int = 400, milestones=(200,)):
+        self.run = RunPaths(root)
+        for folder in (self.run.root, self.run.checkpoints, self.run.samples):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.run.config.write_text("schedule:\n  log_every: 10\n")
+        self.metrics = JsonlWriter(self.run.metrics)
+        self.events = JsonlWriter(self.run.events)
+        self.target, self.milestones = target, list(milestones)
+
+    def event(self, t: float, name: str, step: int, **fields) -> None:
+        self.events.write({"time": t, "event": name, "step": step, **fields})
+
+    def start(self, t: float, pid: int = 1) -> None:
+        self.event(t, "start", 0, config="demo", pid=pid, target_step=self.target, device="cpu", precision="fp32",
+                   threads=2, milestones=self.milestones)
+
+    def train(self, t0: float, first: int, last: int, every: int = 10, rate: float = 2.0) -> float:
+        rng = np.random.default_rng(first)
+        for step in range(first, last + 1, every):
+            decay = np.exp(-step / 300)
+            self.metrics.write({"time": t0 + step / rate, "step": step, "epoch": step // 40,
+                                "loss_g": 40 + 30 * decay + rng.normal(0, 1), "loss_d": 4 + 3 * decay,
+                                "loss_mel": 0.5 + 0.9 * decay, "loss_adv": 2 + 4 * decay, "loss_fm": 0.7 + 0.3 * decay,
+                                "lr": 2e-4, "steps_per_s": rate, "grad_norm_g": 100.0, "grad_norm_d": 5.0})
+        return t0 + last / rate
+
+    def checkpoint(self, t: float, step: int, val_mel: float, reason: str = "scheduled") -> None:
+        path = self.run.checkpoints / checkpoint_name(step)
+        path.write_bytes(b"\0" * 4096)
+        os.utime(path, (t, t))
+        self.event(t, "validation", step, val_mel=val_mel, seconds=0.5, samples=self.sample(step))
+        self.event(t, "checkpoint", step, path=f"checkpoints/{path.name}", size=4096, val_mel=val_mel,
+                   epoch=step // 40, reason=reason)
+
+    def sample(self, step: int) -> str:
+        folder = self.run.samples / f"step_{step:08d}"
+        folder.mkdir(exist_ok=True)
+        t = np.arange(22050) / 22050
+        audio = 0.5 * np.sin(2 * np.pi * (200 + 1800 * t) * t)
+        with wave.open(str(folder / "LJ001-0001.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(22050)
+            w.writeframes((audio * 32767).astype("<i2").tobytes())
+        return f"samples/{folder.name}"
+
+
+def finished_run(root: Path) -> FakeRun:
+    fake = FakeRun(root)
+    fake.start(NOW - 7200)
+    end = fake.train(NOW - 7200, 10, 400)
+    for step, val in ((100, 0.9), (200, 0.7), (300, 0.75), (400, 0.72)):
+        fake.checkpoint(NOW - 7200 + step / 2, step, val, "milestone" if step == 200 else "scheduled")
+    fake.event(end, "finished", 400, target_step=400)
+    return fake
+
+
+async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def header(app) -> str:
+    return str(app.query_one(RunHeader).render())
+
+
+def monitor(run: RunPaths, feed=frozen_feed) -> MonitorApp:
+    return MonitorApp(run, run.root.parent, feed=feed)
+
+
+async def test_finished_run_shows_its_history_and_offers_resume_not_stop(tmp_path):
+    fake = finished_run(tmp_path / "r1")
+    app = monitor(fake.run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        assert "finished" in header(app) and app.query_one(RunHeader).has_class("-ok")
+        assert app.view.status.step == 400 and app.view.rows[-1, 1] == 400 and len(app.view.rows) == 40
+        assert app.check_action("resume", ()) and app.check_action("stop", ()) is None
+        assert app.check_action("checkpoint", ()) is None
+        table = app.query_one(CheckpointTable)
+        assert table.row_count == 4
+        best = [table.get_row_at(i) for i in range(4) if table.get_row_at(i)[4] == "★"]
+        assert [row[0] for row in best] == ["200"]
+        await pilot.press("s")  # disabled: nothing happens
+        assert not isinstance(app.screen, ConfirmStop)
+        assert app.query_one(EventLog).shown == len(read_jsonl(fake.run.events))
+
+
+async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(NOW - 100)
+    fake.train(NOW - 100, 10, 50)
+    fake.event(NOW - 60, "crashed", 50, reason="RuntimeError: CUDA out of memory", traceback="...")
+    app = monitor(fake.run)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        assert "crashed" in header(app) and "CUDA out of memory" in header(app)
+        assert app.query_one(RunHeader).has_class("-error")
+        assert app.check_action("resume", ()) is None  # no checkpoint to resume from
+
+
+@pytest.fixture
+def fake_trainer():
+    """A live process with a verified PID file record; stands in for a trainer that hangs."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def adopt(run: RunPaths, proc: subprocess.Popen) -> None:
+    p = psutil.Process(proc.pid)
+    record = {"pid": proc.pid, "create_time": p.create_time(), "host": pidfile.socket.gethostname(),
+              "argv": p.cmdline(), "start_time": time.time() - 2000}
+    run.pid.write_text(json.dumps(record))
+
+
+async def test_stalled_run_warns_and_stop_signals_the_verified_trainer(tmp_path, fake_trainer):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(time.time() - 2000, pid=fake_trainer.pid)
+    fake.train(time.time() - 2000, 10, 100)  # the last line is half an hour old
+    adopt(fake.run, fake_trainer)
+    app = monitor(fake.run, feed=RunFeed)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        assert "stalled" in header(app) and app.query_one(RunHeader).has_class("-warning")
+        assert f"pid {fake_trainer.pid}" in header(app)
+        assert app.check_action("resume", ()) is None
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmStop)
+        await pilot.press("n")
+        assert fake_trainer.poll() is None  # cancelled: nothing signalled
+        await pilot.press("s", "y")
+        assert fake_trainer.wait(timeout=10) == -signal.SIGTERM
+        await until(pilot, lambda: app.view.status.state == "crashed", "the dead trainer to show as crashed")
+        assert "died without a word" in header(app)
+
+
+async def test_torn_lines_and_new_lines_reach_the_screen(tmp_path):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(NOW - 100)
+    fake.train(NOW - 100, 10, 50)
+    with open(fake.run.metrics, "ab") as f:
+        f.write(b'{"time": 1, "garbage\n{"time":1795599960.0,"step":60,"epoch":1,"loss_g":4')
+    app = monitor(fake.run)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        assert app.view.rows[-1, 1] == 50
+        with open(fake.run.metrics, "ab") as f:
+            f.write(b'1.5,"loss_d":4.0,"loss_mel":0.8}\n')
+        await until(pilot, lambda: app.view.rows[-1, 1] == 60, "the completed line")
+        assert app.view.column("loss_g")[-1] == 41.5
+
+
+async def test_resumed_run_plots_only_the_current_timeline(tmp_path):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(NOW - 1000)
+    fake.train(NOW - 1000, 10, 100)
+    fake.checkpoint(NOW - 1000 + 25, 50, 0.8)
+    fake.event(NOW - 800, "crashed", 100, reason="killed")
+    fake.event(NOW - 700, "resume", 50, checkpoint="checkpoints/ckpt_00000050.pt", epoch=1, superseded=[],
+               config="demo", pid=2, target_step=400, device="cpu", precision="fp32", threads=2, milestones=[200])
+    fake.train(NOW - 700 - 25, 60, 70)
+    app = monitor(fake.run)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        assert app.view.column("step").tolist() == [10, 20, 30, 40, 50, 60, 70]
+
+
+async def test_a_huge_metrics_file_renders_from_its_tail_then_indexes_the_rest(tmp_path):
+    fake = FakeRun(tmp_path / "r", target=300_000)
+    fake.start(NOW - 400_000)
+    line = '{"time":%.1f,"step":%d,"epoch":1,"loss_g":%.3f,"loss_d":4.0,"loss_mel":0.7,"loss_adv":2.0,"loss_fm":0.8,"lr":0.0002,"steps_per_s":1.0}\n'
+    with open(fake.run.metrics, "w") as f:
+        f.writelines(line % (NOW - 400_000 + s, s, 100 - s / 3000) for s in range(1, 300_001))
+    app = monitor(fake.run)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        first = app.view
+        assert first.status.step == 300_000 and first.rows[-1, 1] == 300_000
+        await until(pilot, lambda: not app.view.indexing, "the older lines to be indexed")
+        steps = app.view.column("step")
+        assert steps[0] == 1 and len(steps) < 20_000 and np.all(np.diff(steps) > 0)
+
+
+async def test_run_list_switches_between_runs(tmp_path):
+    finished_run(tmp_path / "older")
+    other = FakeRun(tmp_path / "newer")
+    other.start(NOW - 50)
+    other.train(NOW - 50, 10, 20)
+    other.event(NOW - 30, "stopped", 20, reason="SIGTERM")
+    app = monitor(RunPaths(tmp_path / "newer"))
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        assert app.view.status.state == "stopped"
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, RunPicker), "the run list")
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: app.view is not None and app.view.run.name == "older", "the other run")
+        assert app.view.status.state == "finished"
+
+
+def test_monitor_refuses_an_unknown_run_and_a_missing_terminal(tmp_path, capsys):
+    assert main(["monitor", "--run", "nope", "--logs-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"vocodertui: error: run nope not found in {tmp_path}\n"
+    finished_run(tmp_path / "r")
+    assert main(["monitor", "--logs-dir", str(tmp_path)]) == 1  # stdout is captured here, not a terminal
+    assert "monitor needs a terminal" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real trainer
+
+
+@pytest.fixture
+def trainer_run(quick_config, demo_corpus, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    code = main(["start", "--yes", "--config", str(quick_config), "--data", str(demo_corpus), "--run", "live",
+                 "--logs-dir", str(logs), "--target-step", "100000"])
+    assert code == 0, capsys.readouterr().err
+    run = RunPaths(logs / "live")
+    yield run
+    live = pidfile.check(run)
+    if live.alive:
+        os.kill(live.record.pid, signal.SIGKILL)
+
+
+async def test_stop_then_resume_a_real_trainer_from_the_keyboard(trainer_run):
+    run = trainer_run
+    app = MonitorApp(run, run.root.parent)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.status.state == "running"
+                    and len(app.view.checkpoints) >= 2, "a running trainer with checkpoints", timeout=120)
+        first_pid = app.view.status.pid
+        await pilot.press("c")  # checkpoint now
+        await until(pilot, lambda: any(e.get("reason") == "requested" for e in app.view.events), "a requested checkpoint")
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmStop)
+        await pilot.press("y")
+        await until(pilot, lambda: app.view.status.state == "stopped", "the trainer to stop", timeout=120)
+        assert app.check_action("stop", ()) is None and app.check_action("resume", ())
+        stopped_at = app.view.status.step
+
+        await pilot.press("r")
+        assert isinstance(app.screen, CheckpointPicker)
+        await pilot.press("down", "enter")  # the second newest checkpoint
+        chosen = sorted(app.view.checkpoints, key=lambda c: c.step)[-2].step
+        await until(pilot, lambda: app.view.status.state == "running" and app.view.status.pid not in (None, first_pid)
+                    and not app.launching, "the resumed trainer", timeout=120)
+        resume = [e for e in app.view.events if e["event"] == "resume"][-1]
+        assert resume["step"] == chosen < stopped_at
+        assert "running" in header(app)
+    assert pidfile.check(run).alive  # quitting the dashboard leaves training going

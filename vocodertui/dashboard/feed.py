@@ -1,0 +1,125 @@
+"""Everything the dashboard shows about one run, read from its run directory.
+
+``RunFeed`` lives in the dashboard's I/O worker thread. Each ``view()`` reads only what the trainer
+appended since the previous call, checks the PID file, and returns an immutable ``RunView`` that the
+widgets render on the UI thread. No torch, no textual.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import psutil
+
+from vocodertui import pidfile
+from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, effective, rewinds_of
+from vocodertui.rundir import RunPaths, supersede
+from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status, log_interval
+
+HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
+COLUMN = {name: i for i, name in enumerate(METRIC_COLUMNS)}
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    cpu_percent: float
+    ram_used: int
+    ram_total: int
+    disk_free: Optional[int]
+    trainer_rss: Optional[int]
+
+
+@dataclass(frozen=True, eq=False)
+class RunView:
+    run: RunPaths
+    status: RunStatus
+    rows: np.ndarray  # the current timeline's metrics rows (METRIC_COLUMNS), step order
+    rows_version: int  # changes whenever ``rows`` does
+    events: tuple[dict[str, Any], ...]
+    validations: tuple[tuple[int, float], ...]  # (step, val mel-L1) on the current timeline
+    checkpoints: tuple[CheckpointInfo, ...]
+    milestones: tuple[int, ...]
+    samples: tuple[Path, ...]  # the latest validation's sample WAVs
+    system: SystemStats
+    indexing: bool  # older metrics lines are still being indexed (whole-run plots are partial)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.rows[:, COLUMN[name]]
+
+
+def read_system(run: RunPaths, trainer_rss: Optional[int]) -> SystemStats:
+    memory = psutil.virtual_memory()
+    try:
+        disk_free = shutil.disk_usage(run.root).free
+    except OSError:
+        disk_free = None
+    return SystemStats(psutil.cpu_percent(interval=None), memory.total - memory.available, memory.total,
+                       disk_free, trainer_rss)
+
+
+
+class RunFeed:
+    def __init__(self, run: RunPaths, clock: Callable[[], float] = time.time,
+                 system: Callable[[RunPaths, Optional[int]], SystemStats] = read_system):
+        self.run = run
+        self.clock = clock
+        self.system = system
+        self.metrics = MetricsFollower(run.metrics)
+        self.event_reader = JsonlFollower(run.events)
+        self.events: list[dict[str, Any]] = []
+        self.log_every = log_interval(run)
+        self.rows = np.zeros((0, len(METRIC_COLUMNS)))
+        self.rows_version = 0
+        self._rows_stale = True
+
+    def index_some(self) -> bool:
+        """Index a chunk of older metrics lines; True while there is more to index."""
+        more = self.metrics.index_some()
+        if not more:
+            self._rows_stale = True
+        return more
+
+    def view(self) -> RunView:
+        new_events, reset = self.event_reader.read_new()
+        if reset:
+            self.events = []
+        self.events.extend(new_events)
+        if any(e.get("event") in ("start", "resume") for e in new_events):
+            self.log_every = log_interval(self.run)  # a resume may bring another config
+        rewinds = rewinds_of(new_events)
+        if self.metrics.poll() or rewinds or reset:
+            self._rows_stale = True
+        if self._rows_stale:
+            sample = self.metrics.head_sample(HEAD_SAMPLE)
+            self.rows = effective(np.concatenate([sample, self.metrics.recent]), rewinds_of(self.events))
+            self.rows_version += 1
+            self._rows_stale = False
+
+        liveness = pidfile.check(self.run)
+        status = derive_status(self.run, self.events, list(self.metrics.last_records), liveness, self.clock(),
+                               self.log_every)
+        timeline = supersede(self.events)
+        validations = tuple((e["step"], e["val_mel"]) for e in timeline
+                            if e.get("event") == "validation" and isinstance(e.get("val_mel"), (int, float)))
+        segment = next((e for e in reversed(self.events) if e.get("event") in ("start", "resume")), {})
+        return RunView(
+            run=self.run, status=status, rows=self.rows, rows_version=self.rows_version,
+            events=tuple(self.events), validations=validations,
+            checkpoints=tuple(checkpoint_table(self.run, self.events)),
+            milestones=tuple(m for m in segment.get("milestones", ()) if isinstance(m, int)),
+            samples=self._latest_samples(timeline), system=self.system(self.run, status.rss_bytes),
+            indexing=not self.metrics.head_indexed,
+        )
+
+    def _latest_samples(self, timeline: list[dict[str, Any]]) -> tuple[Path, ...]:
+        for e in reversed(timeline):
+            if e.get("event") == "validation" and isinstance(e.get("samples"), str):
+                folder = self.run.root / e["samples"]
+                if folder.is_dir():
+                    return tuple(sorted(folder.glob("*.wav")))
+        return ()

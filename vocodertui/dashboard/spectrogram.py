@@ -1,0 +1,71 @@
+"""A sample WAV as a terminal picture: log-power spectrogram on a mel-like axis, two pixels per cell.
+
+numpy and the standard library's ``wave`` only (the samples are 16-bit PCM mono, see
+docs/run-directory.md); the dashboard never imports torch.
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+from rich.color import Color
+from rich.style import Style
+from rich.text import Text
+
+N_FFT = 1024
+HOP = 256
+FLOOR_DB = -80.0
+# viridis at eight evenly spaced points, interpolated in between
+VIRIDIS = np.array([(68, 1, 84), (70, 50, 126), (54, 92, 141), (39, 127, 142), (31, 161, 135),
+                    (74, 193, 109), (160, 218, 57), (253, 231, 37)], dtype=np.float64)
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """16-bit PCM samples as floats in [-1, 1] (first channel) and the sampling rate."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path.name}: not 16-bit PCM")
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return frames[:: w.getnchannels()].astype(np.float64) / 32768.0, w.getframerate()
+
+
+def log_spectrogram(audio: np.ndarray) -> np.ndarray:
+    """dB power [frequency bins, frames] relative to the loudest bin, floored at FLOOR_DB."""
+    if len(audio) < N_FFT:
+        audio = np.pad(audio, (0, N_FFT - len(audio)))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, N_FFT)[::HOP] * np.hanning(N_FFT)
+    power = np.abs(np.fft.rfft(frames, axis=1)).T ** 2
+    db = 10.0 * np.log10(np.maximum(power, 1e-12))
+    return np.maximum(db - db.max(), FLOOR_DB)
+
+
+def to_grid(db: np.ndarray, sampling_rate: int, rows: int, cols: int) -> np.ndarray:
+    """Resample to [rows, cols] in [0, 1]: mel-spaced frequency rows (low at the bottom), time columns."""
+    mel_max = 2595.0 * np.log10(1.0 + sampling_rate / 2 / 700.0)
+    edges_hz = 700.0 * (10 ** (np.linspace(0.0, mel_max, rows + 1) / 2595.0) - 1.0)
+    edges = np.clip((edges_hz / (sampling_rate / 2) * (db.shape[0] - 1)).round().astype(int), 0, db.shape[0] - 1)
+    bands = np.stack([db[lo:max(hi, lo + 1)].mean(axis=0) for lo, hi in zip(edges[:-1], edges[1:])])
+    col_edges = np.linspace(0, db.shape[1], cols + 1).astype(int)
+    grid = np.stack([bands[:, lo:max(hi, lo + 1)].mean(axis=1) for lo, hi in zip(col_edges[:-1], col_edges[1:])], axis=1)
+    return (grid[::-1] - FLOOR_DB) / -FLOOR_DB
+
+
+def colour(value: float) -> Color:
+    x = min(max(value, 0.0), 1.0) * (len(VIRIDIS) - 1)
+    i = min(int(x), len(VIRIDIS) - 2)
+    r, g, b = VIRIDIS[i] + (VIRIDIS[i + 1] - VIRIDIS[i]) * (x - i)
+    return Color.from_rgb(r, g, b)
+
+
+def render_half_blocks(grid: np.ndarray) -> Text:
+    """Two grid rows per text line: '▀' in the upper pixel's colour on the lower pixel's colour."""
+    text = Text()
+    rows = grid.shape[0] - grid.shape[0] % 2
+    for top in range(0, rows, 2):
+        for upper, lower in zip(grid[top], grid[top + 1]):
+            text.append("▀", Style(color=colour(upper), bgcolor=colour(lower)))
+        if top + 2 < rows:
+            text.append("\n")
+    return text
