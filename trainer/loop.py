@@ -46,6 +46,19 @@ class NonFiniteLoss(UserError):
     """Training diverged: non-finite losses on consecutive batches even after rolling back."""
 
 
+@contextlib.contextmanager
+def frozen(*modules: torch.nn.Module):
+    """Parameters of ``modules`` need no gradient inside the block."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -207,9 +220,12 @@ class Trainer:
 
         self.optim_g.zero_grad(set_to_none=True)
         mel_l1 = F.l1_loss(y_mel, y_g_hat_mel)
-        with self.autocast():
-            _, p_fake, p_fmap_r, p_fmap_g = self.train_mpd(y, y_g_hat)
-            _, s_fake, s_fmap_r, s_fmap_g = self.train_msd(y, y_g_hat)
+        with self.autocast(), frozen(self.mpd, self.msd):
+            # Frozen discriminators: autograd records no graph for the real branch and computes no
+            # weight gradients (the reference computes both and discards them). The plain modules,
+            # not their DDP wrappers, because there are no gradients here for DDP to reduce.
+            _, p_fake, p_fmap_r, p_fmap_g = self.mpd(y, y_g_hat)
+            _, s_fake, s_fmap_r, s_fmap_g = self.msd(y, y_g_hat)
             adv_s = generator_loss(s_fake) * lam.lambda_adv
             adv_p = generator_loss(p_fake) * lam.lambda_adv
             fm_s = feature_loss(s_fmap_r, s_fmap_g) * lam.lambda_fm
