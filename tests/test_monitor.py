@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +25,8 @@ from vocodertui.dashboard.feed import RunFeed, SystemStats
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, RunPicker
 from vocodertui.dashboard.widgets import CheckpointTable, EventLog, RunHeader
 from vocodertui.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
+
+from conftest import REPO
 
 NOW = 1_795_600_000.0
 SYSTEM = SystemStats(cpu_percent=42.0, ram_used=3 << 30, ram_total=16 << 30, disk_free=100 << 30, trainer_rss=None)
@@ -290,3 +294,70 @@ async def test_stop_then_resume_a_real_trainer_from_the_keyboard(trainer_run):
         assert resume["step"] == chosen < stopped_at
         assert "running" in header(app)
     assert pidfile.check(run).alive  # quitting the dashboard leaves training going
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_main_screen_snapshot(size, tmp_path, snap_compare, utc):
+    fake = finished_run(tmp_path / "ljspeech-v1")
+    app = monitor(fake.run)
+
+    async def loaded(pilot):
+        def footer_follows_state():
+            keys = {k.key: k for k in app.query("FooterKey")}
+            return app.view is not None and "r" in keys and not keys["r"].has_class("-disabled") and keys["s"].has_class("-disabled")
+
+        await until(pilot, footer_follows_state, "the footer to show resume enabled and stop disabled")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=loaded)
+
+
+# ----------------------------------------------------------------------------- a real terminal
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_real_app_in_tmux(tmp_path):
+    finished_run(tmp_path / "logs" / "r")
+    tmux = ["tmux", "-L", f"vocodertui-test-{os.getpid()}", "-f", os.devnull]  # a private server
+    command = f"{shlex.quote(sys.executable)} -m vocodertui.cli monitor --logs-dir {shlex.quote(str(tmp_path / 'logs'))}"
+    subprocess.run([*tmux, "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command, ";",
+                    "set-option", "-t", "t", "remain-on-exit", "on"], check=True, cwd=REPO)
+
+    def keys(*names: str) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", "t", *names], check=True)
+
+    def screen() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "t"], capture_output=True, text=True).stdout
+
+    def wait_for_text(text: str, present: bool = True) -> str:
+        deadline = time.monotonic() + 60
+        while (text in (shown := screen())) != present:
+            assert time.monotonic() < deadline, f"{text!r} never {'appeared' if present else 'went'}; the screen:\n{shown}"
+            time.sleep(0.1)
+        return shown
+
+    try:
+        shown = wait_for_text("r Resume")
+        assert "r  ·  ● finished" in shown and "step 400 / 400" in shown and "r Resume" in shown
+        keys("?")
+        wait_for_text("Keys that do not apply")
+        keys("Escape")
+        wait_for_text("Keys that do not apply", present=False)  # a key sent right after Escape would read as alt+key
+        keys("2")
+        wait_for_text("val mel-L1  best")
+        keys("q")
+        wait_for_text("Pane is dead (status 0,")  # the dashboard exited, and cleanly
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)

@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
@@ -36,9 +37,13 @@ TICK_S = 1.0  # liveness, system figures and ETA are refreshed this often withou
 POLL_S = 0.25  # when watchfiles cannot watch the folder
 WINDOWS = (None, 10_000, 1_000)  # plot windows in steps; None is the whole run
 SMOOTHING_NAMES = {"raw": "raw", "ema": "EMA", "mean": "moving mean"}
-LOSS_PLOTS = (("loss_g", "generator total"), ("loss_d", "discriminator total"), ("loss_mel", "mel-L1"),
-              ("loss_adv", "adversarial"), ("loss_fm", "feature matching"))
+LOSS_PLOTS = (("loss_g", "G total"), ("loss_d", "D total"), ("loss_mel", "mel-L1"),
+              ("loss_adv", "adversarial"), ("loss_fm", "feature match"))
 RESUME_TIMEOUT_S = 600.0
+
+
+class Quitting(Exception):
+    """Raised in a worker waiting on the trainer when the dashboard closes."""
 
 
 class Waker:
@@ -71,6 +76,13 @@ class Waker:
 
 
 class MonitorApp(App):
+    class ViewRead(Message):
+        """A fresh view of the run from the feed worker (posted, so the worker never waits on the UI)."""
+
+        def __init__(self, view: RunView):
+            super().__init__()
+            self.view = view
+
     CSS_PATH = "app.tcss"
     TITLE = "vocodertui monitor"
     BINDINGS = [
@@ -142,14 +154,15 @@ class MonitorApp(App):
         feed = self.make_feed(run)
         try:
             while not worker.is_cancelled:
-                self.call_from_thread(self.show_view, feed.view())
+                self.post_message(self.ViewRead(feed.view()))
                 if feed.index_some():
                     continue  # keep indexing; new lines are still read between chunks
                 waker.wait(TICK_S)
-        except RuntimeError:  # the app closed while we were handing it a view
-            pass
         finally:
             waker.close()
+
+    def on_monitor_app_view_read(self, message: ViewRead) -> None:
+        self.show_view(message.view)
 
     def show_view(self, view: RunView) -> None:
         if view.run != self.run_paths:
@@ -196,7 +209,7 @@ class MonitorApp(App):
         val_steps = np.array([s for s, _ in view.validations], dtype=np.float64)
         val = np.array([v for _, v in view.validations], dtype=np.float64)
         shown = val_steps > first
-        self.query_one("#plot-val_mel", LossPlot).show("validation mel-L1", val_steps[shown], val[shown], "raw", val)
+        self.query_one("#plot-val_mel", LossPlot).show("val mel-L1", val_steps[shown], val[shown], "raw", val)
 
     def show_samples(self, samples: tuple[Path, ...]) -> None:
         if samples == self._samples:
@@ -220,10 +233,10 @@ class MonitorApp(App):
         try:
             audio, rate = spectrogram.read_wav(path)
         except (OSError, ValueError, EOFError, wave.Error) as exc:
-            self.call_from_thread(widget.show, f"cannot read {path.name}: {exc}", None)
+            self.call_later(widget.show, f"cannot read {path.name}: {exc}", None)
             return
         caption = f"{path.parent.name}/{path.name}  {len(audio) / rate:.2f} s at {rate} Hz"
-        self.call_from_thread(widget.show, caption, (spectrogram.log_spectrogram(audio), rate))
+        self.call_later(widget.show, caption, (spectrogram.log_spectrogram(audio), rate))
 
     # ------------------------------------------------------------------------------ actions
 
@@ -270,8 +283,16 @@ class MonitorApp(App):
 
     @work(thread=True, exclusive=True, group="control")
     def resume_from(self, path: Path) -> None:
+        worker = get_current_worker()
+
+        def still_wanted(_line: str) -> None:
+            if worker.is_cancelled:  # the dashboard is closing; the trainer starts without us
+                raise Quitting
+
         try:
-            pid = control.resume(self.run_paths, path, RESUME_TIMEOUT_S, lambda _line: None)
+            pid = control.resume(self.run_paths, path, RESUME_TIMEOUT_S, still_wanted)
+        except Quitting:
+            return
         except control.ControlError as exc:
             self.call_from_thread(self.resume_failed, str(exc))
             return

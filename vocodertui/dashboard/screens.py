@@ -8,7 +8,7 @@ from typing import Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Markdown
 
@@ -96,21 +96,17 @@ class RunPicker(ModalScreen[Optional[str]]):
 HELP = """\
 # vocodertui monitor
 
-Watches one training run through its run directory; training goes on when you quit.
-
-| key | action |
-|---|---|
-| `s` | stop the trainer gracefully (asks first): it finishes the step and writes a checkpoint |
-| `r` | resume a stopped, crashed or finished run from a checkpoint you pick |
-| `c` | ask the trainer for a checkpoint now |
-| `m` | loss smoothing: raw → EMA → moving mean |
-| `w` | plot window: all steps → last 10,000 → last 1,000 |
-| `l` | switch to another run under the logs directory |
-| `1`–`4` | losses, checkpoints, samples, events |
-| `ctrl+p` | command palette |
-| `q` | quit the dashboard |
-
+Watches one run through its run directory; training goes on when you quit.
 Keys that do not apply to the run's state are greyed out in the footer.
+
+- `s` stop gracefully (asks first): finish the step, write a checkpoint, exit
+- `r` resume a stopped, crashed or finished run from a checkpoint you pick
+- `c` ask the trainer for a checkpoint now
+- `m` loss smoothing: raw, EMA, moving mean
+- `w` plot window: all steps, last 10,000, last 1,000
+- `l` switch to another run under the logs directory
+- `1` `2` `3` `4` losses, checkpoints, samples, events
+- `ctrl+p` command palette, `q` quit
 """
 
 
@@ -118,5 +114,5 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog"):
             yield Markdown(HELP)

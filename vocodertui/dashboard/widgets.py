@@ -66,20 +66,23 @@ class ProgressPanel(Widget):
             reached = m <= s.step
             marks[min(width * m // target, width - 1)] = ("◆", f"bold {colours['success' if reached else 'warning']}")
         ticks = Text.assemble(*marks)
-        stats = [f"step {s.step:,} / {target:,} ({100 * s.step / target:.1f} %)",
+        stats = [f"step {s.step:,} / {target:,} ({100 * s.step / target:.0f} %)",
                  f"{s.steps_per_s:.2f} steps/s" if s.steps_per_s else "- steps/s", f"ETA {format_duration(s.eta_s)}"]
         lr = view.column("lr")
         if len(lr) and np.isfinite(lr[-1]):
             stats.append(f"lr {lr[-1]:.3g}")
-        stats.append("▲ checkpoint ◆ milestone")
-        return Text("\n").join([bar, ticks, Text("  ·  ".join(stats))])
+        line = "  ·  ".join(stats)
+        legend = "▲ checkpoint  ◆ milestone"
+        if len(line) + len(legend) + 5 <= width:
+            line += " " * (width - len(line) - len(legend)) + legend
+        return Text("\n").join([bar, ticks, Text(line)])
 
 
 class SystemLine(Static):
     def show(self, view: RunView) -> None:
         sys_ = view.system
-        parts = [f"CPU {sys_.cpu_percent:.0f} %", f"RAM {format_bytes(sys_.ram_used)} / {format_bytes(sys_.ram_total)}",
-                 f"trainer RSS {format_bytes(sys_.trainer_rss)}", f"disk free {format_bytes(sys_.disk_free)}"]
+        parts = [f"CPU {sys_.cpu_percent:.0f} %", f"RAM {format_bytes(sys_.ram_used)} of {format_bytes(sys_.ram_total)}",
+                 f"trainer {format_bytes(sys_.trainer_rss)}" if sys_.trainer_rss else "no trainer process", f"disk {format_bytes(sys_.disk_free)} free"]
         if view.indexing:
             parts.append("indexing older metrics…")
         self.update("  ·  ".join(parts))
