@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint as ckpt
+from trainer.allocator import keep_freed_memory
 from trainer.audio import write_wav
 from trainer.config import Config, signature_mismatch
 from trainer.data import VocoderData
@@ -85,6 +86,7 @@ class Trainer:
             # the processes on this machine share its cores
             threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", world.size)))
         torch.set_num_threads(threads)
+        keep_freed_memory()
 
         torch.manual_seed(t.seed)
         self.generator = Generator(cfg.generator, cfg.audio.num_mels).to(self.device)

@@ -9,12 +9,12 @@ from typing import Optional
 import torch
 
 from trainer import checkpoint as ckpt
+from trainer.allocator import keep_freed_memory
 from trainer.audio import load_audio, load_mel_npy, write_wav
 from trainer.config import Config, config_from_dict, load_config, signature_mismatch
 from trainer.errors import UserError
 from trainer.mel import input_mel
 from trainer.models import Generator
-
 
 
 def load_generator_state(checkpoint: Path, config: Optional[str]) -> tuple[dict, Config]:
@@ -64,6 +64,12 @@ def read_input_mel(path: Path, cfg: Config) -> torch.Tensor:
         return input_mel(cfg.audio)(torch.from_numpy(loaded.samples).unsqueeze(0))
 
 
+def vocode(generator: Generator, mel: torch.Tensor) -> torch.Tensor:
+    """Waveform [B, 1, frames · hop] from mel [B, num_mels, frames], with a generator from ``build_generator``."""
+    keep_freed_memory()
+    return generator(mel)
+
+
 def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None) -> float:
     """Write the waveform for ``input_path`` to ``out``; returns its duration in seconds."""
     if not input_path.is_file():
@@ -72,7 +78,7 @@ def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[s
     generator = build_generator(state_dict, cfg, checkpoint)
     mel = read_input_mel(input_path, cfg)
     with torch.inference_mode():
-        audio = generator(mel)[0, 0].numpy()
+        audio = vocode(generator, mel)[0, 0].numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, audio, cfg.audio.sampling_rate)
     return len(audio) / cfg.audio.sampling_rate
