@@ -130,6 +130,16 @@ async def test_finished_run_shows_its_history_and_offers_resume_not_stop(tmp_pat
         assert app.query_one(EventLog).shown == len(read_jsonl(fake.run.events))
 
 
+def test_an_idle_run_gives_the_same_rows_so_plots_are_not_redrawn(tmp_path):
+    feed = frozen_feed(finished_run(tmp_path / "r").run)
+    first = feed.view()
+    while feed.index_some():
+        pass
+    assert feed.view().rows_version == feed.view().rows_version
+    JsonlWriter(feed.run.metrics).write({"time": NOW, "step": 410, "loss_g": 1.0})
+    assert feed.view().rows_version > first.rows_version
+
+
 async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
     fake = FakeRun(tmp_path / "r")
     fake.start(NOW - 100)

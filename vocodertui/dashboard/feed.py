@@ -79,9 +79,11 @@ class RunFeed:
 
     def index_some(self) -> bool:
         """Index a chunk of older metrics lines; True while there is more to index."""
+        if self.metrics.head_indexed:
+            return False
         more = self.metrics.index_some()
         if not more:
-            self._rows_stale = True
+            self._rows_stale = True  # whole-run plots can now include the older lines
         return more
 
     def view(self) -> RunView:

@@ -21,13 +21,26 @@ STATE_CLASSES = {"running": "-ok", "finished": "-ok", "stopping": "-warning", "s
 ARROWS = {"down": "↓", "up": "↑", "flat": "→"}
 
 
-class RunHeader(Static):
+class Line(Static):
+    """A fixed one-line Static that repaints only when its text changes (the dashboard idles cheaply)."""
+
+    text = ""
+
+    def set_text(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.update(text, layout=False)
+
+
+class RunHeader(Line):
     """Run name, state, PID, uptime and the age of the last metrics line."""
 
     def show(self, view: RunView, launching: bool) -> None:
         s = view.status
         state = "starting" if launching and s.state not in ("running", "stopping") else s.state
-        self.set_classes(STATE_CLASSES.get(state, "-idle"))
+        state_class = STATE_CLASSES.get(state, "-idle")
+        if not self.has_class(state_class):
+            self.set_classes(state_class)
         parts = [f"[b]{s.name}[/b]", f"● {state}"]
         if s.pid:
             parts.append(f"pid {s.pid}")
@@ -37,17 +50,23 @@ class RunHeader(Static):
         parts.append(f"last metric {format_duration(age)} ago" if age is not None else "no metrics yet")
         if s.reason:
             parts.append(s.reason)
-        self.update("  ·  ".join(parts))
+        self.set_text("  ·  ".join(parts))
 
 
 class ProgressPanel(Widget):
     """Step / target bar with checkpoint and milestone ticks, then steps/s, ETA and learning rate."""
 
     view: Optional[RunView] = None
+    drawn: Optional[tuple] = None
 
     def show(self, view: RunView) -> None:
         self.view = view
-        self.refresh()
+        s = view.status
+        key = (s.step, s.target_step, s.steps_per_s, s.eta_s, view.rows_version, view.milestones,
+               tuple(c.step for c in view.checkpoints))
+        if key != self.drawn:
+            self.drawn = key
+            self.refresh()
 
     def render(self) -> Text:
         view = self.view
@@ -78,14 +97,14 @@ class ProgressPanel(Widget):
         return Text("\n").join([bar, ticks, Text(line)])
 
 
-class SystemLine(Static):
+class SystemLine(Line):
     def show(self, view: RunView) -> None:
         sys_ = view.system
         parts = [f"CPU {sys_.cpu_percent:.0f} %", f"RAM {format_bytes(sys_.ram_used)} of {format_bytes(sys_.ram_total)}",
                  f"trainer {format_bytes(sys_.trainer_rss)}" if sys_.trainer_rss else "no trainer process", f"disk {format_bytes(sys_.disk_free)} free"]
         if view.indexing:
             parts.append("indexing older metrics…")
-        self.update("  ·  ".join(parts))
+        self.set_text("  ·  ".join(parts))
 
 
 class LossPlot(PlotextPlot):
