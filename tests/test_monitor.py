@@ -140,6 +140,22 @@ def test_an_idle_run_gives_the_same_rows_so_plots_are_not_redrawn(tmp_path):
     assert feed.view().rows_version > first.rows_version
 
 
+async def test_command_palette_offers_only_the_actions_that_apply(tmp_path):
+    app = monitor(finished_run(tmp_path / "r").run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Resume training" in titles and "Stop training" not in titles and "Checkpoint now" not in titles
+        await pilot.press("ctrl+p", *"resume")
+        await until(pilot, lambda: bool(app.screen.query("CommandList")) and app.screen.query_one("CommandList").option_count > 0,
+                    "the palette's matches")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the checkpoint picker")
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.screen.is_modal, "the picker to close")
+        assert app.launching is False  # cancelled: nothing started
+
+
 async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
     fake = FakeRun(tmp_path / "r")
     fake.start(NOW - 100)
