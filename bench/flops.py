@@ -4,7 +4,8 @@
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one real ``Trainer.train_step``
 (convolutions, transposed convolutions, matmuls; forward and the backward passes autograd actually
-runs, so the work the fast step skips is not counted). With ``--reference`` (a jik876/hifi-gan
+runs, so the work the fast step skips is not counted), with a corrected formula for convolution
+backward (see ``conv_backward_flops``). With ``--reference`` (a jik876/hifi-gan
 checkout, see compare_reference.py) the reference's train.py step is counted too. The peak is
 measured here: a large fp32 matmul and the discriminators' largest convolution shape, best of a few
 runs. Prints one JSON line.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,8 +55,16 @@ def peak_rates() -> dict[str, float]:
     }
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape, **_kwargs) -> int:
+    """Input and weight gradients cost one forward convolution each. (torch's own formula counts a
+    grouped convolution's weight gradient as if it were dense: 4 to 16 times too many here.)"""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def count_flops(step) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
         step()
     return counter.get_total_flops()
 
