@@ -54,6 +54,14 @@ def setup_logging(run: RunPaths, console: bool) -> None:
         log.addHandler(handler)
 
 
+def close_logging() -> None:
+    """Undo ``setup_logging`` (the trainer may run inside a longer-lived process, such as the tests)."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    log.propagate = True
+
+
 def resolve_run(req: StartRequest) -> Optional[RunPaths]:
     """The run named by --run, or the run whose checkpoint --resume names; None for a new run."""
     if req.run:
@@ -157,6 +165,7 @@ def start_training(req: StartRequest, console: bool = True) -> str:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        close_logging()
         leave_world(world)
 
 
