@@ -18,8 +18,8 @@ ours loads them into its own models.
 - Training step (per config in ``--train``): the reference's train.py loop body against
   ``Trainer.train_step``, fp32, on the same random batch (the reference's input and target mels are
   prepared outside the timing, as its data workers would; ours computes its target mel inside the
-  step). The first step of each is the parity check: the largest absolute parameter difference per
-  network after one step from the same weights. Then ``--steps`` timed steps each.
+  step). The first step of each is the parity check: per network, the largest absolute parameter
+  difference after one step from the same weights and how many elements differ by more than 1e-6. Then ``--steps`` timed steps each.
 - Inference (per config in ``--infer``): the reference's inference.py path (weight norm removed,
   ``no_grad``) against ``trainer.synth.vocode``, from the same waveform, input mel included.
 - Data: batches per second from the reference's ``MelDataset`` (its train.py settings: a mel and a
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainer.config import load_config  # noqa: E402
+from trainer.config import load_config
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ljspeech-mini"
 NETWORKS = ("generator", "mpd", "msd")
@@ -302,6 +302,16 @@ def max_param_diff(a: dict, b: dict) -> float:
     return max((a[key] - value).abs().max().item() for key, value in b.items())
 
 
+def param_parity(a: dict, b: dict) -> dict:
+    """How far apart two state dicts are after one step: the largest difference, and how many elements
+    differ by more than 1e-6. Adam's first update moves every element by ±lr (the sign of its
+    gradient), so an element whose gradient is zero within rounding can move either way by up to 2·lr."""
+    diffs = [(a[key] - value).abs().flatten() for key, value in b.items() if value.is_floating_point()]
+    diffs = torch.cat(diffs)
+    return {"max_abs_diff": diffs.max().item(), "elements_over_1e-6": int((diffs > 1e-6).sum()),
+            "elements": diffs.numel()}
+
+
 def alternate(first: Worker, second: Worker, cmd: str, rounds: int, **fields) -> tuple[list[dict], list[dict]]:
     a, b = [], []
     for _ in range(rounds):
@@ -322,7 +332,7 @@ def compare_training(name: str, args, scratch: Path) -> list[dict]:
         ref.call("save", path=str(scratch / "ref.pt"))
         ours.call("save", path=str(scratch / "ours.pt"))
         theirs, mine = torch.load(scratch / "ref.pt"), torch.load(scratch / "ours.pt")
-        parity = {n: max_param_diff(theirs[n], mine[n]) for n in NETWORKS}
+        parity = {n: param_parity(theirs[n], mine[n]) for n in NETWORKS}
         ref_steps, our_steps = alternate(ref, ours, "step", args.steps)
     finally:
         ref.close()
@@ -335,7 +345,7 @@ def compare_training(name: str, args, scratch: Path) -> list[dict]:
         "unit": "s/step", "ref": round(ref_s, 3), "ours": round(our_s, 3), "ratio": round(ref_s / our_s, 3),
         "ref_audio_s_per_s": round(audio_s / ref_s, 3), "our_audio_s_per_s": round(audio_s / our_s, 3),
         "ref_times": seconds_of(ref_steps), "our_times": seconds_of(our_steps),
-        "max_param_diff_after_one_step": parity,
+        "params_after_one_step": parity,
         "loss_g": {"ref": ref_first["loss_g"], "ours": our_first["loss_g"]},
         "loss_d": {"ref": ref_first["loss_d"], "ours": our_first["loss_d"]},
     }]

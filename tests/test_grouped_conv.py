@@ -1,0 +1,109 @@
+"""The fast grouped convolution computes what ``nn.Conv1d`` computes: outputs and all gradients."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.grouped_conv import StridedGroupedConv1d
+from trainer.models import DiscriminatorS
+
+SHAPES = [  # in, out, kernel, stride, groups, padding, batch, length
+    (128, 128, 41, 2, 4, 20, 2, 1000),   # the MSD's first grouped layer
+    (128, 256, 41, 2, 16, 20, 3, 517),   # odd length: the last output reads padding
+    (256, 512, 41, 4, 16, 20, 2, 258),   # stride 4: length not a multiple of it
+    (32, 64, 7, 1, 8, 3, 4, 2100),       # stride 1, several row chunks
+    (16, 16, 5, 3, 2, 0, 1, 40),         # no padding, kernel not a multiple of the stride
+]
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((ours.double() - reference).abs().max() / reference.abs().max()).item()
+
+
+@pytest.mark.parametrize("cin,cout,k,s,g,pad,batch,length", SHAPES)
+def test_outputs_and_gradients_match_conv1d(cin, cout, k, s, g, pad, batch, length):
+    torch.manual_seed(0)
+    conv = StridedGroupedConv1d(cin, cout, k, s, padding=pad, groups=g)
+    reference = nn.Conv1d(cin, cout, k, s, padding=pad, groups=g).double()
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(batch, cin, length)
+    x_ref = x.double().requires_grad_()
+    x.requires_grad_()
+
+    y, y_ref = conv(x), reference(x_ref)
+    grad_y = torch.randn_like(y_ref)
+    y.backward(grad_y.float())
+    y_ref.backward(grad_y)
+
+    assert y.shape == y_ref.shape
+    assert relative_error(y, y_ref) < 1e-5
+    assert relative_error(x.grad, x_ref.grad) < 1e-5
+    assert relative_error(conv.weight.grad, reference.weight.grad) < 1e-5
+    assert relative_error(conv.bias.grad, reference.bias.grad) < 1e-5
+
+
+def test_frozen_weights_and_no_grad_take_the_same_path():
+    torch.manual_seed(0)
+    conv = StridedGroupedConv1d(64, 64, 41, 2, padding=20, groups=4)
+    reference = copy.deepcopy(conv)
+    x = torch.randn(2, 64, 300)
+    with torch.no_grad():
+        assert relative_error(conv(x), F.conv1d(x.double(), conv.weight.double(), conv.bias.double(), 2, 20, 1, 4)) < 1e-5
+    conv.requires_grad_(False)
+    x.requires_grad_()
+    conv(x).square().sum().backward()
+    x_ref = x.detach().clone().requires_grad_()
+    reference(x_ref).square().sum().backward()
+    assert conv.weight.grad is None
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_stacked_layers_accept_each_others_channels_last_outputs():
+    torch.manual_seed(0)
+    fast = nn.Sequential(StridedGroupedConv1d(32, 64, 41, 2, padding=20, groups=4), nn.LeakyReLU(0.1),
+                         StridedGroupedConv1d(64, 64, 41, 4, padding=20, groups=16), nn.LeakyReLU(0.1),
+                         nn.Conv1d(64, 8, 5, padding=2))
+    plain = nn.Sequential(*(nn.Conv1d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, groups=m.groups)
+                            if isinstance(m, nn.Conv1d) else m for m in fast)).double()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 32, 999)
+    fast(x).sum().backward()
+    plain(x.double()).sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        assert relative_error(a.grad, b.grad) < 1e-5, name
+
+
+def test_outside_cpu_fp32_it_is_exactly_conv1d():
+    torch.manual_seed(0)
+    conv = StridedGroupedConv1d(32, 32, 41, 2, padding=20, groups=4)
+    x = torch.randn(2, 32, 200)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(conv(x), F.conv1d(x, conv.weight, conv.bias, 2, 20, 1, 4))
+    conv64, x64 = copy.deepcopy(conv).double(), x.double()
+    assert torch.equal(conv64(x64), F.conv1d(x64, conv64.weight, conv64.bias, 2, 20, 1, 4))
+
+
+@pytest.mark.parametrize("spectral", [False, True])
+def test_scale_discriminator_matches_one_built_from_plain_convolutions(spectral):
+    """Same keys (jik876 checkpoints load), same scores, feature maps and gradients."""
+    torch.manual_seed(0)
+    fast = DiscriminatorS(use_spectral_norm=spectral, channel_divisor=4)
+    plain = copy.deepcopy(fast)
+    for i, conv in enumerate(plain.convs):
+        if isinstance(conv, StridedGroupedConv1d):
+            conv.__class__ = nn.Conv1d if spectral else type(plain.convs[0])
+    assert not any(isinstance(m, StridedGroupedConv1d) for m in plain.modules())
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    y = torch.randn(2, 1, 4096)
+    score, fmaps = fast(y)
+    score_ref, fmaps_ref = plain(y)
+    torch.testing.assert_close(score, score_ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fmaps, fmaps_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    score.square().mean().backward()
+    score_ref.square().mean().backward()
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -1,0 +1,100 @@
+"""The multi-scale discriminator's wide grouped convolutions, made fast on CPU with the same math.
+
+Its layers 2–4 (kernel 41, stride 2–4, 4–16 groups of 8–32 channels) are the slowest kernels of a
+training step on a CPU: oneDNN computes their weight gradient at 17–43 GFLOP/s against 200 for a
+dense convolution, and runs their forward on the channels-first layout at half the speed it
+reaches channels-last. ``StridedGroupedConv1d`` is an ``nn.Conv1d`` (same parameters, same
+state-dict keys, same result within float rounding) whose CPU fp32 path
+
+- runs forward and input gradient through oneDNN on the channels-last layout, and
+- computes the weight gradient as blocked matrix products over a strided view of the input.
+
+For the weight gradient, group g's input is laid out as rows of ``stride × in_channels_per_group``
+floats, one row per output position, padded so every batch item has the same number of rows. Then
+taps ``q·stride … q·stride + stride − 1`` of every output position are one row of a matrix that
+starts ``q`` rows further on, so for each q: dW[taps of q] = grad_outputᵀ · (that matrix), a plain
+matrix product over a strided view with no unfolding; rows are taken in chunks that stay in cache.
+
+Elsewhere (CUDA, other dtypes, autocast) it is a plain ``nn.Conv1d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROWS_PER_PRODUCT = 2048  # output positions per matrix product: its operands stay in a core's L2
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size: int, stride: int, padding: int,
+                     groups: int) -> torch.Tensor:
+    """∂loss/∂weight of ``conv1d(x, weight, stride=stride, padding=padding, groups=groups)``."""
+    batch, channels, length = x.shape
+    out_channels, out_length = grad_y.shape[1], grad_y.shape[2]
+    cin, cout = channels // groups, out_channels // groups
+    rows_per_item = math.ceil((length + 2 * padding) / stride)
+    rows = batch * rows_per_item
+    width = stride * cin  # one row: the inputs under ``stride`` consecutive taps
+    row_groups = math.ceil(kernel_size / stride)
+    block = rows * width  # one group's input
+
+    xs = x.new_zeros(groups * block + row_groups * width)  # the tail keeps the last group's views in bounds
+    xs[: groups * block].view(groups, batch, rows_per_item * stride, cin)[:, :, padding:padding + length] = (
+        x.reshape(batch, groups, cin, length).permute(1, 0, 3, 2))
+    gy = grad_y.new_zeros(batch, rows_per_item, groups, cout)  # rows past the output are zero: no garbage counted
+    gy[:, :out_length] = grad_y.reshape(batch, groups, cout, out_length).permute(0, 3, 1, 2)
+    gy = gy.view(rows, groups, cout)
+
+    dw = x.new_zeros(groups, row_groups, cout, width)
+    for g in range(groups):
+        for r in range(0, rows, ROWS_PER_PRODUCT):
+            n = min(ROWS_PER_PRODUCT, rows - r)
+            taps = xs.as_strided((row_groups, n, width), (width, width, 1), g * block + r * width)
+            dw[g].baddbmm_(gy[r:r + n, g].t().expand(row_groups, cout, n), taps)
+    dw = dw.view(groups, row_groups, cout, stride, cin).permute(0, 2, 4, 1, 3)
+    return dw.reshape(out_channels, cin, row_groups * stride)[..., :kernel_size].contiguous()
+
+
+class _StridedGroupedConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride: int, padding: int, groups: int):
+        x = _channels_last(x)
+        weight = weight.unsqueeze(2)
+        ctx.save_for_backward(x, weight)
+        ctx.conf = stride, padding, groups
+        return F.conv2d(x, weight, bias, (1, stride), (0, padding), 1, groups).squeeze(2)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        stride, padding, groups = ctx.conf
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                _channels_last(grad_y), x, weight, None, [1, stride], [0, padding], [1, 1], False, [0, 0], groups,
+                [True, False, False])[0].squeeze(2)
+        if ctx.needs_input_grad[1]:
+            grad_w = conv_weight_grad(x.squeeze(2), grad_y, weight.shape[-1], stride, padding, groups)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum((0, 2))
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
+
+
+class StridedGroupedConv1d(nn.Conv1d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (self.padding_mode != "zeros" or isinstance(self.padding, str) or self.dilation != (1,)
+                or not fast_path_applies(x, weight)):
+            return super()._conv_forward(x, weight, bias)
+        return _StridedGroupedConv.apply(x, weight, bias, self.stride[0], self.padding[0], self.groups)
