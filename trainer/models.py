@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from trainer.config import DiscriminatorConfig, GeneratorConfig
-from trainer.grouped_conv import StridedGroupedConv1d
+from trainer.msd_convs import StridedGroupedConv1d, WaveformConv1d
 
 LRELU_SLOPE = 0.1
 
@@ -55,6 +55,10 @@ class WNConv1d(WeightNorm, nn.Conv1d):
 
 
 class WNStridedGroupedConv1d(WNConv1d, StridedGroupedConv1d):
+    pass
+
+
+class WNWaveformConv1d(WNConv1d, WaveformConv1d):
     pass
 
 
@@ -206,16 +210,15 @@ class DiscriminatorS(nn.Module):
         super().__init__()
         c = _widths([128, 256, 512, 1024], channel_divisor)
         if use_spectral_norm:
-            def conv(*args, **kwargs):
-                return spectral_norm(nn.Conv1d(*args, **kwargs))
+            def normed(conv_class):
+                return lambda *args, **kwargs: spectral_norm(conv_class(*args, **kwargs))
 
-            def grouped_conv(*args, **kwargs):
-                return spectral_norm(StridedGroupedConv1d(*args, **kwargs))
+            conv, waveform_conv, grouped_conv = normed(nn.Conv1d), normed(WaveformConv1d), normed(StridedGroupedConv1d)
         else:
-            conv, grouped_conv = WNConv1d, WNStridedGroupedConv1d
-        self.convs = nn.ModuleList([
-            conv(1, c[0], 15, 1, padding=7),
-            grouped_conv(c[0], c[0], 41, 2, groups=4, padding=20),  # the slowest layers on a CPU: see grouped_conv
+            conv, waveform_conv, grouped_conv = WNConv1d, WNWaveformConv1d, WNStridedGroupedConv1d
+        self.convs = nn.ModuleList([  # the first four are the slowest layers on a CPU: see msd_convs
+            waveform_conv(1, c[0], 15, 1, padding=7),
+            grouped_conv(c[0], c[0], 41, 2, groups=4, padding=20),
             grouped_conv(c[0], c[1], 41, 2, groups=16, padding=20),
             grouped_conv(c[1], c[2], 41, 4, groups=16, padding=20),
             conv(c[2], c[3], 41, 4, groups=16, padding=20),

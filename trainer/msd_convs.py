@@ -1,21 +1,24 @@
-"""The multi-scale discriminator's wide grouped convolutions, made fast on CPU with the same math.
+"""The multi-scale discriminator's slowest convolutions, made fast on CPU with the same math.
 
-Its layers 2–4 (kernel 41, stride 2–4, 4–16 groups of 8–32 channels) are the slowest kernels of a
-training step on a CPU: oneDNN computes their weight gradient at 17–43 GFLOP/s against 200 for a
-dense convolution, and runs their forward on the channels-first layout at half the speed it
-reaches channels-last. ``StridedGroupedConv1d`` is an ``nn.Conv1d`` (same parameters, same
-state-dict keys, same result within float rounding) whose CPU fp32 path
+Both classes are ``nn.Conv1d``s (same parameters, same state-dict keys, same results within float
+rounding) with a CPU fp32 path of their own; elsewhere (CUDA, other dtypes, autocast) they are
+plain ``nn.Conv1d``s.
 
-- runs forward and input gradient through oneDNN on the channels-last layout, and
-- computes the weight gradient as blocked matrix products over a strided view of the input.
+``StridedGroupedConv1d``, for layers 2–4 (kernel 41, stride 2–4, 4–16 groups of 8–32 channels): on
+a CPU, oneDNN computes their weight gradient at 17–43 GFLOP/s against 200 for a dense convolution,
+and runs their forward on the channels-first layout at half the speed it reaches channels-last.
+This path runs forward and input gradient through oneDNN on the channels-last layout, and computes
+the weight gradient as blocked matrix products over a strided view of the input: group g's input
+is laid out as rows of ``stride × in_channels_per_group`` floats, one row per output position,
+padded so every batch item has the same number of rows. Then taps ``q·stride … q·stride + stride −
+1`` of every output position are one row of a matrix that starts ``q`` rows further on, so for
+each q: dW[taps of q] = grad_outputᵀ · (that matrix), a plain matrix product over a strided view
+with no unfolding; rows are taken in chunks that stay in cache.
 
-For the weight gradient, group g's input is laid out as rows of ``stride × in_channels_per_group``
-floats, one row per output position, padded so every batch item has the same number of rows. Then
-taps ``q·stride … q·stride + stride − 1`` of every output position are one row of a matrix that
-starts ``q`` rows further on, so for each q: dW[taps of q] = grad_outputᵀ · (that matrix), a plain
-matrix product over a strided view with no unfolding; rows are taken in chunks that stay in cache.
-
-Elsewhere (CUDA, other dtypes, autocast) it is a plain ``nn.Conv1d``.
+``WaveformConv1d``, for layer 1 (one input channel, the waveform): one matrix product of the
+unfolded waveform (kernel-size floats per output position) with the weight, whose result is the
+channels-last layout the next layer wants, where oneDNN runs a slow one-channel kernel and the
+layout change costs as much again.
 """
 
 from __future__ import annotations
@@ -45,11 +48,15 @@ def conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size: int, st
     row_groups = math.ceil(kernel_size / stride)
     block = rows * width  # one group's input
 
-    xs = x.new_zeros(groups * block + row_groups * width)  # the tail keeps the last group's views in bounds
-    xs[: groups * block].view(groups, batch, rows_per_item * stride, cin)[:, :, padding:padding + length] = (
-        x.reshape(batch, groups, cin, length).permute(1, 0, 3, 2))
-    gy = grad_y.new_zeros(batch, rows_per_item, groups, cout)  # rows past the output are zero: no garbage counted
+    xs = x.new_empty(groups * block + row_groups * width)  # the tail keeps the last group's views in bounds
+    padded = xs[: groups * block].view(groups, batch, rows_per_item * stride, cin)
+    padded[:, :, padding:padding + length] = x.reshape(batch, groups, cin, length).permute(1, 0, 3, 2)
+    padded[:, :, :padding] = 0
+    padded[:, :, padding + length:] = 0
+    xs[groups * block:] = 0
+    gy = grad_y.new_empty(batch, rows_per_item, groups, cout)
     gy[:, :out_length] = grad_y.reshape(batch, groups, cout, out_length).permute(0, 3, 1, 2)
+    gy[:, out_length:] = 0  # rows past the output read past the item's input: they must count for nothing
     gy = gy.view(rows, groups, cout)
 
     dw = x.new_zeros(groups, row_groups, cout, width)
@@ -98,3 +105,17 @@ class StridedGroupedConv1d(nn.Conv1d):
                 or not fast_path_applies(x, weight)):
             return super()._conv_forward(x, weight, bias)
         return _StridedGroupedConv.apply(x, weight, bias, self.stride[0], self.padding[0], self.groups)
+
+
+class WaveformConv1d(nn.Conv1d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (self.in_channels != 1 or self.groups != 1 or self.padding_mode != "zeros"
+                or isinstance(self.padding, str) or self.dilation != (1,) or not fast_path_applies(x, weight)):
+            return super()._conv_forward(x, weight, bias)
+        (k,), (stride,), (padding,) = self.kernel_size, self.stride, self.padding
+        taps = F.pad(x, (padding, padding)).unfold(-1, k, stride)  # [B, 1, T, k]
+        batch, _, length, _ = taps.shape
+        taps = taps.reshape(batch * length, k)
+        w = weight.view(self.out_channels, k).t()
+        y = torch.mm(taps, w) if bias is None else torch.addmm(bias, taps, w)
+        return y.view(batch, length, self.out_channels).transpose(1, 2)

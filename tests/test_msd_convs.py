@@ -1,4 +1,4 @@
-"""The fast grouped convolution computes what ``nn.Conv1d`` computes: outputs and all gradients."""
+"""The MSD's fast convolutions compute what ``nn.Conv1d`` computes: outputs and all gradients."""
 
 import copy
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.grouped_conv import StridedGroupedConv1d
-from trainer.models import DiscriminatorS
+from trainer.models import DiscriminatorS, WNConv1d
+from trainer.msd_convs import StridedGroupedConv1d, WaveformConv1d
 
 SHAPES = [  # in, out, kernel, stride, groups, padding, batch, length
     (128, 128, 41, 2, 4, 20, 2, 1000),   # the MSD's first grouped layer
@@ -23,10 +23,19 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return ((ours.double() - reference).abs().max() / reference.abs().max()).item()
 
 
-@pytest.mark.parametrize("cin,cout,k,s,g,pad,batch,length", SHAPES)
-def test_outputs_and_gradients_match_conv1d(cin, cout, k, s, g, pad, batch, length):
+WAVEFORM_SHAPES = [  # in (1), out, kernel, stride, groups (1), padding, batch, length
+    (1, 128, 15, 1, 1, 7, 2, 1000),  # the MSD's first layer
+    (1, 16, 5, 3, 1, 2, 3, 101),
+    (1, 8, 4, 1, 1, 0, 1, 50),
+]
+
+
+@pytest.mark.parametrize("conv_class,cin,cout,k,s,g,pad,batch,length",
+                         [(StridedGroupedConv1d, *shape) for shape in SHAPES]
+                         + [(WaveformConv1d, *shape) for shape in WAVEFORM_SHAPES])
+def test_outputs_and_gradients_match_conv1d(conv_class, cin, cout, k, s, g, pad, batch, length):
     torch.manual_seed(0)
-    conv = StridedGroupedConv1d(cin, cout, k, s, padding=pad, groups=g)
+    conv = conv_class(cin, cout, k, s, padding=pad, groups=g)
     reference = nn.Conv1d(cin, cout, k, s, padding=pad, groups=g).double()
     reference.load_state_dict(conv.state_dict())
     x = torch.randn(batch, cin, length)
@@ -92,10 +101,10 @@ def test_scale_discriminator_matches_one_built_from_plain_convolutions(spectral)
     torch.manual_seed(0)
     fast = DiscriminatorS(use_spectral_norm=spectral, channel_divisor=4)
     plain = copy.deepcopy(fast)
-    for i, conv in enumerate(plain.convs):
-        if isinstance(conv, StridedGroupedConv1d):
-            conv.__class__ = nn.Conv1d if spectral else type(plain.convs[0])
-    assert not any(isinstance(m, StridedGroupedConv1d) for m in plain.modules())
+    for conv in plain.convs:
+        if isinstance(conv, (StridedGroupedConv1d, WaveformConv1d)):
+            conv.__class__ = nn.Conv1d if spectral else WNConv1d
+    assert not any(isinstance(m, (StridedGroupedConv1d, WaveformConv1d)) for m in plain.modules())
     assert fast.state_dict().keys() == plain.state_dict().keys()
     y = torch.randn(2, 1, 4096)
     score, fmaps = fast(y)
