@@ -10,6 +10,11 @@ from torch import nn
 from trainer.models import DiscriminatorS, WNConv1d
 from trainer.msd_convs import StridedGroupedConv1d, WaveformConv1d
 
+@pytest.fixture(autouse=True)
+def fast_paths_at_test_sizes(monkeypatch):
+    monkeypatch.setattr("trainer.msd_convs.MIN_SAMPLES", 0)
+
+
 SHAPES = [  # in, out, kernel, stride, groups, padding, batch, length
     (128, 128, 41, 2, 4, 20, 2, 1000),   # the MSD's first grouped layer
     (128, 256, 41, 2, 16, 20, 3, 517),   # odd length: the last output reads padding

@@ -17,6 +17,7 @@ from trainer.config import DiscriminatorConfig, GeneratorConfig
 from trainer.msd_convs import StridedGroupedConv1d, WaveformConv1d
 
 LRELU_SLOPE = 0.1
+CHANNELS_LAST_MIN_FRAMES = 256  # batch × mel frames; below it the layout's fixed costs outweigh its gain
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -162,8 +163,8 @@ class Generator(nn.Module):
         self.conv_post = LayoutKeepingWNConv1d(ch, 1, 7, 1, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu":  # channels-last from here to the output (its layer classes keep it)
-            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        if x.device.type == "cpu" and x.shape[0] * x.shape[-1] >= CHANNELS_LAST_MIN_FRAMES:
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)  # channels-last to the output: its layers keep it
         x = self.conv_pre(x)
         for i in range(self.num_upsamples):
             x = self.ups[i](F.leaky_relu(x, LRELU_SLOPE))

@@ -1,7 +1,7 @@
 """The multi-scale discriminator's slowest convolutions, made fast on CPU with the same math.
 
 Both classes are ``nn.Conv1d``s (same parameters, same state-dict keys, same results within float
-rounding) with a CPU fp32 path of their own; elsewhere (CUDA, other dtypes, autocast) they are
+rounding) with a CPU fp32 path of their own; elsewhere (CUDA, other dtypes, autocast, small inputs) they are
 plain ``nn.Conv1d``s.
 
 ``StridedGroupedConv1d``, for layers 2–4 (kernel 41, stride 2–4, 4–16 groups of 8–32 channels): on
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROWS_PER_PRODUCT = 2048  # output positions per matrix product: its operands stay in a core's L2
+MIN_SAMPLES = 32768  # batch × input length below which these paths' fixed costs outweigh their gain
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ class _StridedGroupedConv(torch.autograd.Function):
 
 def fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu") and x.shape[0] * x.shape[-1] >= MIN_SAMPLES)
 
 
 class StridedGroupedConv1d(nn.Conv1d):
