@@ -95,23 +95,23 @@ class _StridedGroupedConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
-def fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def fast_path_applies(conv: nn.Conv1d, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """CPU fp32 outside autocast, zero padding given as a number, no dilation, enough work."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and x.shape[0] * x.shape[-1] >= MIN_SAMPLES)
+            and not torch.is_autocast_enabled("cpu") and x.shape[0] * x.shape[-1] >= MIN_SAMPLES
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and conv.dilation == (1,))
 
 
 class StridedGroupedConv1d(nn.Conv1d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if (self.padding_mode != "zeros" or isinstance(self.padding, str) or self.dilation != (1,)
-                or not fast_path_applies(x, weight)):
+        if not fast_path_applies(self, x, weight):
             return super()._conv_forward(x, weight, bias)
         return _StridedGroupedConv.apply(x, weight, bias, self.stride[0], self.padding[0], self.groups)
 
 
 class WaveformConv1d(nn.Conv1d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if (self.in_channels != 1 or self.groups != 1 or self.padding_mode != "zeros"
-                or isinstance(self.padding, str) or self.dilation != (1,) or not fast_path_applies(x, weight)):
+        if self.in_channels != 1 or self.groups != 1 or not fast_path_applies(self, x, weight):
             return super()._conv_forward(x, weight, bias)
         (k,), (stride,), (padding,) = self.kernel_size, self.stride, self.padding
         taps = F.pad(x, (padding, padding)).unfold(-1, k, stride)  # [B, 1, T, k]
