@@ -112,10 +112,12 @@ class ResBlock1(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # in place wherever the overwritten tensor is a conv output nothing else reads (no conv saves its
+        # output for backward): fewer passes over memory, the same values
         for c1, c2 in zip(self.convs1, self.convs2):
             xt = c1(F.leaky_relu(x, LRELU_SLOPE))
-            xt = c2(F.leaky_relu(xt, LRELU_SLOPE))
-            x = xt + x
+            xt = c2(F.leaky_relu_(xt, LRELU_SLOPE))
+            x = xt.add_(x)
         return x
 
 
@@ -131,7 +133,7 @@ class ResBlock2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for c in self.convs:
-            x = c(F.leaky_relu(x, LRELU_SLOPE)) + x
+            x = c(F.leaky_relu(x, LRELU_SLOPE)).add_(x)  # in place as in ResBlock1
         return x
 
 
@@ -167,14 +169,15 @@ class Generator(nn.Module):
             x = x.transpose(1, 2).contiguous().transpose(1, 2)  # channels-last to the output: its layers keep it
         x = self.conv_pre(x)
         for i in range(self.num_upsamples):
-            x = self.ups[i](F.leaky_relu(x, LRELU_SLOPE))
+            # in place on tensors only this line reads, as in ResBlock1
+            x = self.ups[i](F.leaky_relu_(x, LRELU_SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0](x)
             for block in blocks[1:]:
-                xs = xs + block(x)
-            x = xs / self.num_kernels
+                xs = xs.add_(block(x))
+            x = xs.div_(self.num_kernels)
         # the reference uses leaky_relu's default slope (0.01) here, not LRELU_SLOPE
-        x = self.conv_post(F.leaky_relu(x))
+        x = self.conv_post(F.leaky_relu_(x))
         return torch.tanh(x)
 
     def fold_weight_norm(self) -> Generator:
