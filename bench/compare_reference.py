@@ -2,7 +2,7 @@
 
     python bench/compare_reference.py --reference PATH/TO/hifi-gan [--train v2,v1] [--batch 16]
         [--segment 8192] [--steps 3] [--infer v1,v2,v3] [--seconds 5,60] [--infer-repeats 3]
-        [--bf16 v2] [--data ../shared/data/ljspeech-mini] [--threads N]
+        [--bf16 v2] [--infer-bf16 v1] [--data ../shared/data/ljspeech-mini] [--threads N]
 
 PATH is a checkout of https://github.com/jik876/hifi-gan that you fetched yourself; none of its code
 is part of this repository. Its modules are imported from PATH with two run-time patches so that
@@ -25,6 +25,8 @@ ours loads them into its own models.
 - Data: batches per second from the reference's ``MelDataset`` (its train.py settings: a mel and a
   target mel computed per item, every epoch) against our warm feature cache, one loader process
   each, on the ``--data`` clips resampled to the config's rate.
+- bf16 inference (per config in ``--infer-bf16``): the reference in fp32 against ours under bf16
+  autocast (``synth --precision bf16``), and the SNR of our output against the reference's.
 - bf16 (per config in ``--bf16``): our step under bf16 autocast against our fp32 step, and how far
   the first step's losses and updates move.
 
@@ -254,6 +256,7 @@ class OurSide(ReferenceSide):
         if task == "infer":
             from trainer.mel import input_mel
 
+            self.precision = options.get("precision", "fp32")
             self.generator = build_generator(ref.generator.state_dict(), cfg, self.path)
             self.mel = input_mel(cfg.audio)
             self.sampling_rate = h.sampling_rate
@@ -282,7 +285,7 @@ class OurSide(ReferenceSide):
         wav = noise_audio(1, int(seconds * self.sampling_rate), seed=1)
         started = time.perf_counter()
         with torch.inference_mode():
-            audio = vocode(self.generator, self.mel(wav))
+            audio = vocode(self.generator, self.mel(wav), self.precision)
         elapsed = time.perf_counter() - started
         if save:
             torch.save(audio, save)
@@ -376,20 +379,25 @@ def compare_bf16(name: str, args, scratch: Path) -> list[dict]:
     }]
 
 
-def compare_inference(name: str, args, scratch: Path) -> list[dict]:
-    ref, ours = Worker("ref", args, task="infer", config=name), Worker("ours", args, task="infer", config=name)
+def compare_inference(name: str, args, scratch: Path, precision: str = "fp32") -> list[dict]:
+    ref = Worker("ref", args, task="infer", config=name)
+    ours = Worker("ours", args, task="infer", config=name, precision=precision)
     rows = []
     try:
         for seconds in args.seconds:
             ref.call("infer", seconds=seconds, save=str(scratch / "ref_audio.pt"))
             ours.call("infer", seconds=seconds, save=str(scratch / "our_audio.pt"))
-            diff = (torch.load(scratch / "ref_audio.pt") - torch.load(scratch / "our_audio.pt")).abs().max().item()
+            theirs, mine = torch.load(scratch / "ref_audio.pt").double(), torch.load(scratch / "our_audio.pt").double()
+            diff = (theirs - mine).abs().max().item()
+            snr_db = 10 * torch.log10(theirs.pow(2).sum() / (theirs - mine).pow(2).sum()).item() if diff else None
             ref_runs, our_runs = alternate(ref, ours, "infer", args.infer_repeats, seconds=seconds)
             ref_rtf, our_rtf = median(seconds_of(ref_runs)) / seconds, median(seconds_of(our_runs)) / seconds
             rows.append({
-                "figure": f"inference {name} {seconds:g} s", "unit": "RTF (wall s / audio s)",
+                "figure": f"inference {name} {seconds:g} s" + (f", ours {precision}" if precision != "fp32" else ""),
+                "unit": "RTF (wall s / audio s)",
                 "ref": round(ref_rtf, 4), "ours": round(our_rtf, 4), "ratio": round(ref_rtf / our_rtf, 3),
                 "ref_times": seconds_of(ref_runs), "our_times": seconds_of(our_runs), "max_abs_output_diff": diff,
+                "output_snr_db": snr_db and round(snr_db, 1),
             })
     finally:
         ref.close()
@@ -448,6 +456,7 @@ def main() -> None:
     parser.add_argument("--infer", default="v1,v2,v3", help="configs for inference ('' for none)")
     parser.add_argument("--seconds", default="5,60", help="inference input lengths in seconds")
     parser.add_argument("--infer-repeats", type=int, default=3, help="timed runs each, after the first")
+    parser.add_argument("--infer-bf16", default="", help="configs for reference fp32 vs our bf16 inference")
     parser.add_argument("--bf16", default="v2", help="configs for our bf16-vs-fp32 step ('' for none)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="clips for the data figure ('' for none)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
@@ -467,6 +476,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp())
     plan = [lambda n=n: compare_training(n, args, scratch) for n in filter(None, args.train.split(","))]
     plan += [lambda n=n: compare_inference(n, args, scratch) for n in filter(None, args.infer.split(","))]
+    plan += [lambda n=n: compare_inference(n, args, scratch, "bf16") for n in filter(None, args.infer_bf16.split(","))]
     if args.data:
         args.data = Path(args.data)
         plan.append(lambda: compare_data(args, scratch))

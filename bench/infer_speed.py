@@ -1,6 +1,6 @@
 """Inference real-time factor of our synthesis path (wall seconds per second of audio; below 1 is faster than real time).
 
-    python bench/infer_speed.py [--configs v1,v2,v3] [--seconds 5,60] [--repeats 3] [--threads N]
+    python bench/infer_speed.py [--configs v1,v2,v3] [--seconds 5,60] [--repeats 3] [--threads N] [--precision bf16]
 
 Randomly initialised generators (speed does not depend on the weights), a noise-like waveform of
 each length; timed from waveform to waveform: input mel, then ``trainer.synth.vocode``, the function
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seconds", default="5,60")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,11 +48,11 @@ def main() -> None:
             for _ in range(1 + args.repeats):
                 started = time.perf_counter()
                 with torch.inference_mode():
-                    vocode(generator, mel_fn(wav))
+                    vocode(generator, mel_fn(wav), args.precision)
                 times.append(time.perf_counter() - started)
             wall = median(times[1:])
             print(json.dumps({
-                "config": name, "audio_s": seconds, "threads": torch.get_num_threads(), "wall_s": round(wall, 3),
+                "config": name, "audio_s": seconds, "precision": args.precision, "threads": torch.get_num_threads(), "wall_s": round(wall, 3),
                 "rtf": round(wall / seconds, 4), "x_real_time": round(seconds / wall, 2),
             }), flush=True)
 

@@ -61,6 +61,26 @@ def test_exported_generator_is_a_jik876_file_that_synthesizes_the_same(trained, 
         export(trained, out)
 
 
+def test_bf16_synth_is_close_to_fp32_but_not_the_same_computation(trained, demo_corpus, tmp_path):
+    wav = next((demo_corpus / "wavs").glob("*.wav"))
+    synthesize(trained, wav, tmp_path / "fp32.wav")
+    assert main(["synth", "--checkpoint", str(trained), "--input", str(wav), "--out", str(tmp_path / "bf16.wav"),
+                 "--precision", "bf16"]) == 0
+    fp32, bf16 = read(tmp_path / "fp32.wav"), read(tmp_path / "bf16.wav")
+    assert fp32.shape == bf16.shape and not np.array_equal(fp32, bf16)
+    snr_db = 10 * np.log10(np.sum(fp32.astype(np.float64) ** 2) / np.sum((bf16 - fp32).astype(np.float64) ** 2))
+    assert snr_db > 30
+
+
+def test_unknown_precision_is_one_line(trained, demo_corpus, tmp_path, capsys):
+    wav = next((demo_corpus / "wavs").glob("*.wav"))
+    code = main(["synth", "--checkpoint", str(trained), "--input", str(wav), "--out", str(tmp_path / "o.wav"),
+                 "--precision", "fp16"])
+    err = capsys.readouterr().err
+    assert code == 1 and err == "vocodertui: error: precision 'fp16' is not one of fp32, bf16\n"
+    assert not (tmp_path / "o.wav").exists()
+
+
 def test_jik876_generator_without_config_is_refused(trained, tmp_path):
     lone = tmp_path / "g_00000001"
     torch.save({"generator": torch.load(trained, weights_only=True)["generator"]}, lone)

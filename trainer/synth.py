@@ -64,21 +64,33 @@ def read_input_mel(path: Path, cfg: Config) -> torch.Tensor:
         return input_mel(cfg.audio)(torch.from_numpy(loaded.samples).unsqueeze(0))
 
 
-def vocode(generator: Generator, mel: torch.Tensor) -> torch.Tensor:
-    """Waveform [B, 1, frames · hop] from mel [B, num_mels, frames], with a generator from ``build_generator``."""
+INFERENCE_PRECISIONS = ("fp32", "bf16")
+
+
+def vocode(generator: Generator, mel: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Waveform [B, 1, frames · hop] from mel [B, num_mels, frames], with a generator from ``build_generator``.
+
+    ``bf16`` runs the generator under bf16 autocast (an option, not the default: about twice as fast
+    on CPUs with native bf16, such as avx512_bf16 or AMX, and ~45–50 dB SNR against fp32); the
+    waveform comes back in fp32 either way.
+    """
     keep_freed_memory()
-    return generator(mel)
+    with torch.autocast(mel.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return generator(mel).float()
 
 
-def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None) -> float:
+def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None,
+               precision: str = "fp32") -> float:
     """Write the waveform for ``input_path`` to ``out``; returns its duration in seconds."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserError(f"precision {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
     if not input_path.is_file():
         raise UserError(f"input file not found: {input_path}")
     state_dict, cfg = load_generator_state(checkpoint, config)
     generator = build_generator(state_dict, cfg, checkpoint)
     mel = read_input_mel(input_path, cfg)
     with torch.inference_mode():
-        audio = vocode(generator, mel)[0, 0].numpy()
+        audio = vocode(generator, mel, precision)[0, 0].numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, audio, cfg.audio.sampling_rate)
     return len(audio) / cfg.audio.sampling_rate

@@ -226,7 +226,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from trainer.synth import synthesize
 
-    seconds = synthesize(Path(args.checkpoint), Path(args.input), Path(args.out), args.config)
+    seconds = synthesize(Path(args.checkpoint), Path(args.input), Path(args.out), args.config, args.precision)
     print(f"wrote {args.out} ({seconds:.2f} s of audio)")
     return 0
 
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--config", help="config for a jik876 checkpoint (default: config.json beside it)")
     synth.add_argument("--input", required=True, help="IN.wav (any audio file) or IN.npy mel [n_mels, frames]")
     synth.add_argument("--out", required=True, help="output WAV file")
+    synth.add_argument("--precision", default="fp32",
+                       help="fp32 (default) or bf16: about 2x faster on CPUs with avx512_bf16 or AMX, "
+                            "~45-50 dB SNR against fp32")
     synth.set_defaults(func=cmd_synth)
 
     export = sub.add_parser("export", help="write a generator file that jik876/hifi-gan loads")
