@@ -20,6 +20,17 @@ LRELU_SLOPE = 0.1
 CHANNELS_LAST_MIN_FRAMES = 256  # batch × mel frames; below it the layout's fixed costs outweigh its gain
 
 
+def no_autograd() -> bool:
+    """Whether autograd is off, so the generator may overwrite tensors that only one line reads.
+
+    Those tensors are conv outputs reshaped by a view (see ``LayoutKeepingWNConv1d``): in place saves
+    memory passes at inference (2–4 % of a synthesis), but under autograd an in-place op on a view
+    makes its backward copy the gradient's whole base twice (the V1 generator's backward at batch 16
+    took 25 % longer), so training leaves them alone.
+    """
+    return not torch.is_grad_enabled()
+
+
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
     return (kernel_size * dilation - dilation) // 2
 
@@ -112,12 +123,11 @@ class ResBlock1(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in place wherever the overwritten tensor is a conv output nothing else reads (no conv saves its
-        # output for backward): fewer passes over memory, the same values
+        inplace = no_autograd()
         for c1, c2 in zip(self.convs1, self.convs2):
             xt = c1(F.leaky_relu(x, LRELU_SLOPE))
-            xt = c2(F.leaky_relu_(xt, LRELU_SLOPE))
-            x = xt.add_(x)
+            xt = c2(F.leaky_relu(xt, LRELU_SLOPE, inplace))
+            x = xt.add_(x) if inplace else xt + x
         return x
 
 
@@ -132,8 +142,10 @@ class ResBlock2(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inplace = no_autograd()
         for c in self.convs:
-            x = c(F.leaky_relu(x, LRELU_SLOPE)).add_(x)  # in place as in ResBlock1
+            xt = c(F.leaky_relu(x, LRELU_SLOPE))
+            x = xt.add_(x) if inplace else xt + x
         return x
 
 
@@ -167,17 +179,17 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.shape[0] * x.shape[-1] >= CHANNELS_LAST_MIN_FRAMES:
             x = x.transpose(1, 2).contiguous().transpose(1, 2)  # channels-last to the output: its layers keep it
+        inplace = no_autograd()
         x = self.conv_pre(x)
         for i in range(self.num_upsamples):
-            # in place on tensors only this line reads, as in ResBlock1
-            x = self.ups[i](F.leaky_relu_(x, LRELU_SLOPE))
+            x = self.ups[i](F.leaky_relu(x, LRELU_SLOPE, inplace))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0](x)
             for block in blocks[1:]:
-                xs = xs.add_(block(x))
-            x = xs.div_(self.num_kernels)
+                xs = xs.add_(block(x)) if inplace else xs + block(x)
+            x = xs.div_(self.num_kernels) if inplace else xs / self.num_kernels
         # the reference uses leaky_relu's default slope (0.01) here, not LRELU_SLOPE
-        x = self.conv_post(F.leaky_relu_(x))
+        x = self.conv_post(F.leaky_relu(x, inplace=inplace))
         return torch.tanh(x)
 
     def fold_weight_norm(self) -> Generator:
