@@ -440,10 +440,14 @@ def compare_data(args, scratch: Path) -> list[dict]:
 
 
 def cpu_name() -> str:
+    """The model name with its family and model numbers (a VM may show only "AMD EPYC", the same for Zen 4 and Zen 5)."""
+    fields = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+        if not line.strip():
+            break
+    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
 def main() -> None:

@@ -4,7 +4,9 @@
 
 Randomly initialised generators (speed does not depend on the weights), a noise-like waveform of
 each length; timed from waveform to waveform: input mel, then ``trainer.synth.vocode``, the function
-``vocodertui synth`` runs. Median of ``--repeats`` runs after one warm-up; one JSON line per figure.
+``vocodertui synth`` runs. Median of ``--repeats`` runs after one warm-up; one JSON line per figure,
+with the generator's FLOPs (``torch.utils.flop_counter``: its convolutions) and the rate they ran at,
+to hold against ``bench/flops.py``'s peak rates.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from statistics import median
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,6 +47,8 @@ def main() -> None:
         for seconds in (float(s) for s in args.seconds.split(",")):
             g = torch.Generator().manual_seed(1)
             wav = (torch.rand(1, int(seconds * cfg.audio.sampling_rate), generator=g) * 2 - 1) * 0.5
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                vocode(generator, mel_fn(wav), args.precision)
             times = []
             for _ in range(1 + args.repeats):
                 started = time.perf_counter()
@@ -54,6 +59,8 @@ def main() -> None:
             print(json.dumps({
                 "config": name, "audio_s": seconds, "precision": args.precision, "threads": torch.get_num_threads(), "wall_s": round(wall, 3),
                 "rtf": round(wall / seconds, 4), "x_real_time": round(seconds / wall, 2),
+                "gflop": round(counter.get_total_flops() / 1e9, 1),
+                "gflops_achieved": round(counter.get_total_flops() / wall / 1e9, 1),
             }), flush=True)
 
 
