@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -19,8 +20,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
+import watchfiles
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from trainer.checkpoint import load_file  # noqa: E402
 from trainer.config import CONFIG_DIR  # noqa: E402
 from trainer.demo_corpus import ensure_demo_corpus  # noqa: E402
-from vocodertui.rundir import RunPaths, read_jsonl  # noqa: E402
+from trainer.rundir import RunPaths, read_jsonl  # noqa: E402
 
 
 def soak_config(path: Path) -> Path:
@@ -46,27 +49,37 @@ def start_args(config: Path, corpus: Path, logs: Path, run: str, target: int, re
     return args + (["--resume", "latest"] if resume else [])
 
 
+def changes_while_running(proc: subprocess.Popen, folder: Path, timeout: float = math.inf) -> Iterator[None]:
+    """Yields whenever something under ``folder`` changes, and every half second, until ``proc`` exits
+    or ``timeout`` seconds have passed. Waits on inotify: no core is taken from the trainer being timed."""
+    deadline = time.monotonic() + timeout
+    # step and debounce in ms: a checkpoint's temporary file lives for well under a second
+    for _ in watchfiles.watch(folder, watch_filter=None, step=5, debounce=50, rust_timeout=500, yield_on_timeout=True):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return
+        yield
+
+
 def kill_at_random(proc: subprocess.Popen, run: RunPaths, rng: random.Random, during_checkpoint: bool) -> str:
     """SIGKILL ``proc`` either while a checkpoint's temporary file exists or once a random number of
     further metrics lines has appeared. Returns what the moment was (or 'exited' if it finished first)."""
     if during_checkpoint:
         # a temporary file left by the previous kill is removed by the trainer at start-up: not this one
         leftovers = {name for name in os.listdir(run.checkpoints) if name.startswith(".ckpt_")}
-        while proc.poll() is None:
+        for _ in changes_while_running(proc, run.checkpoints):
             if any(name.startswith(".ckpt_") and name not in leftovers for name in os.listdir(run.checkpoints)):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return "while writing a checkpoint"
         return "exited"
     wanted = len(read_jsonl(run.metrics)) + rng.randint(2, 8)  # new lines of this launch: up to ~3 checkpoints
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
+    # the run's folder may not exist yet at the first launch; its parent does
+    for _ in changes_while_running(proc, run.root.parent, timeout=300):
         if len(read_jsonl(run.metrics)) >= wanted:
             time.sleep(rng.uniform(0, 0.3))  # a random moment inside the following step
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return f"{len(read_jsonl(run.metrics))} metrics lines in"
-        time.sleep(0.01)
     return "exited"
 
 

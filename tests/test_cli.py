@@ -29,7 +29,7 @@ def test_bad_config_fails_before_anything_is_written(tmp_path, capsys, setup, me
 def test_missing_data_dir(tmp_path, capsys):
     code, _, err = run_cli(capsys, "start", "--foreground", "--data", str(tmp_path / "nowhere"),
                            "--logs-dir", str(tmp_path), "--run", "r")
-    assert code == 1 and err == f"vocodertui: error: data directory not found: {tmp_path / 'nowhere'}\n"
+    assert code == 1 and err == f"vocodertui: error: data directory not found: {tmp_path / 'nowhere'}; nothing was started\n"
 
 
 def test_resume_latest_of_a_run_without_checkpoints(tmp_path, capsys):

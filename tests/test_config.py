@@ -1,57 +1,64 @@
+import dataclasses
 import json
 
 import pytest
 
-from trainer.config import CONFIG_DIR, load_config
+from trainer.config import CONFIG_DIR, dump_config, load_config
 from trainer.errors import UserError
 
 from conftest import write_config
 
 
+# jik876/hifi-gan's published config_v1.json, config_v2.json and config_v3.json
+JIK876_COMMON = {
+    "num_gpus": 0, "batch_size": 16, "learning_rate": 0.0002, "adam_b1": 0.8, "adam_b2": 0.99, "lr_decay": 0.999,
+    "seed": 1234, "segment_size": 8192, "num_mels": 80, "num_freq": 1025, "n_fft": 1024, "hop_size": 256,
+    "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": 8000, "fmax_for_loss": None, "num_workers": 4,
+    "dist_config": {"dist_backend": "nccl", "dist_url": "tcp://localhost:54321", "world_size": 1},
+}
+JIK876_V1_GENERATOR = {
+    "resblock": "1", "upsample_rates": [8, 8, 2, 2], "upsample_kernel_sizes": [16, 16, 4, 4],
+    "upsample_initial_channel": 512, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+}
+JIK876_CONFIGS = {
+    "hifigan_v1": {**JIK876_COMMON, **JIK876_V1_GENERATOR},
+    "hifigan_v2": {**JIK876_COMMON, **JIK876_V1_GENERATOR, "upsample_initial_channel": 128},
+    "hifigan_v3": {**JIK876_COMMON, "resblock": "2", "upsample_rates": [8, 8, 4], "upsample_kernel_sizes": [16, 16, 8],
+                   "upsample_initial_channel": 256, "resblock_kernel_sizes": [3, 5, 7],
+                   "resblock_dilation_sizes": [[1, 2], [2, 6], [3, 12]]},
+}
+
+
 @pytest.mark.parametrize("name", ["demo", "hifigan_v1", "hifigan_v2", "hifigan_v3", "hifigan_48k"])
-def test_shipped_configs_load(name):
+def test_shipped_configs_survive_the_run_directorys_dump(name, tmp_path):
     cfg = load_config(name)
-    assert cfg.name == name
-    assert cfg.training.segment_size % cfg.audio.hop_size == 0
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
 
 
-def test_reference_variants_match_the_paper():
-    v1, v2, v3 = (load_config(f"hifigan_v{i}") for i in (1, 2, 3))
-    assert (v1.generator.upsample_initial_channel, v2.generator.upsample_initial_channel,
-            v3.generator.upsample_initial_channel) == (512, 128, 256)
-    assert v3.generator.resblock == "2" and v3.generator.upsample_rates == [8, 8, 4]
-    for cfg in (v1, v2, v3):
-        assert (cfg.audio.sampling_rate, cfg.audio.num_mels, cfg.audio.n_fft, cfg.audio.hop_size) == (22050, 80, 1024, 256)
-        assert cfg.training.segment_size == 8192
-
-
-def test_48k_config_is_the_product_default():
-    cfg = load_config("hifigan_48k")
-    assert (cfg.audio.sampling_rate, cfg.audio.num_mels, cfg.audio.hop_size) == (48000, 128, 256)
-    assert cfg.generator.upsample_rates == [8, 8, 2, 2]
-    assert cfg.discriminator.periods == [2, 3, 5, 7, 11] and cfg.discriminator.scales == 3
-    t, s = cfg.training, cfg.schedule
-    assert (t.batch_size, t.learning_rate_g, t.learning_rate_d) == (16, 2e-4, 2e-4)
-    assert (t.lambda_mel, t.lambda_adv, t.lambda_fm, t.target_step) == (45, 1, 2, 500_000)
-    assert (s.log_every, s.validate_every, s.checkpoint_every) == (100, 1000, 5000)
-    assert s.milestones[:5] == [10_000, 20_000, 30_000, 40_000, 50_000]
-
-
-def test_jik876_config_json_is_accepted(tmp_path):
-    ref = {
-        "resblock": "2", "num_gpus": 0, "batch_size": 16, "learning_rate": 0.0002, "adam_b1": 0.8,
-        "adam_b2": 0.99, "lr_decay": 0.999, "seed": 1234, "upsample_rates": [8, 8, 4],
-        "upsample_kernel_sizes": [16, 16, 8], "upsample_initial_channel": 256,
-        "resblock_kernel_sizes": [3, 5, 7], "resblock_dilation_sizes": [[1, 2], [2, 6], [3, 12]],
-        "segment_size": 8192, "num_mels": 80, "num_freq": 1025, "n_fft": 1024, "hop_size": 256,
-        "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": 8000, "fmax_for_loss": None,
-        "num_workers": 4, "dist_config": {"dist_backend": "nccl", "dist_url": "tcp://localhost:54321", "world_size": 1},
-    }
+@pytest.mark.parametrize("name", JIK876_CONFIGS)
+def test_reference_variants_are_jik876s_published_configs(name, tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(ref))
-    cfg = load_config(path)
-    assert cfg.generator == load_config("hifigan_v3").generator
-    assert cfg.training.learning_rate_g == cfg.training.learning_rate_d == 0.0002
+    path.write_text(json.dumps(JIK876_CONFIGS[name]))
+    published, shipped = load_config(path), load_config(name)
+    assert shipped.generator == published.generator
+    assert shipped.audio == published.audio
+    # jik876's training keys but num_workers, which is the machine's business, not the recipe's
+    recipe = ("batch_size", "segment_size", "learning_rate_g", "learning_rate_d", "adam_b1", "adam_b2", "lr_decay", "seed")
+    assert [getattr(shipped.training, key) for key in recipe] == [getattr(published.training, key) for key in recipe]
+
+
+def test_48k_config_is_v1_at_48_khz():
+    cfg, v1 = load_config("hifigan_48k"), load_config("hifigan_v1")
+    assert cfg.audio.sampling_rate == 48000
+    assert cfg.generator == v1.generator and cfg.discriminator == v1.discriminator
+    assert dataclasses.replace(cfg.training, segment_size=v1.training.segment_size) == v1.training
+    # the reference's durations rather than its sample counts
+    rate, v1_rate = cfg.audio.sampling_rate, v1.audio.sampling_rate
+    assert cfg.training.segment_size / rate == pytest.approx(v1.training.segment_size / v1_rate, rel=0.1)
+    assert cfg.audio.win_size / rate == pytest.approx(v1.audio.win_size / v1_rate, rel=0.1)
 
 
 def error_of(path) -> str:

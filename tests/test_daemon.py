@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vocodertui import pidfile
+from recordkit import line
+from trainer import pidfile
+from trainer.records import Start
 from vocodertui.cli import main
-from vocodertui.rundir import RunPaths, read_jsonl
+from trainer.rundir import RunPaths, read_jsonl
 from vocodertui.runstate import run_status
 
 from conftest import REPO
@@ -84,7 +86,7 @@ def test_background_run_is_steered_by_signals_and_stop(daemon, capsys, quick_con
 def test_stale_pid_files_are_never_trusted(quick_config, demo_corpus, tmp_path, capsys):
     run = RunPaths(tmp_path / "r")
     run.root.mkdir()
-    run.events.write_text('{"time": 1, "event": "start", "step": 0, "target_step": 10}\n')
+    run.events.write_text(line(Start, time=1.0, step=0, target_step=10))
     run.pid.write_text("garbage {")
     assert run_status(run).stale_pid_file == "the PID file is unreadable (not the JSON a trainer writes)"
     code, _, err = cli(capsys, "stop", "--run", "r", "--logs-dir", tmp_path)

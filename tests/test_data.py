@@ -77,7 +77,7 @@ def test_batches_depend_only_on_epoch_and_position(tmp_path):
     all_batches = list(data.loader(epoch=3, first_batch=0))
     later = list(data.loader(epoch=3, first_batch=2))
     assert len(all_batches) == data.batches_per_epoch == 5
-    for (m1, a1), (m2, a2) in zip(all_batches[2:], later):
+    for (m1, a1), (m2, a2) in zip(all_batches[2:], later, strict=True):
         assert torch.equal(m1, m2) and torch.equal(a1, a2)
     other_epoch = next(data.loader(epoch=4, first_batch=0))
     assert not torch.equal(other_epoch[1], all_batches[0][1])
@@ -87,7 +87,9 @@ def test_workers_give_the_same_batches(tmp_path):
     folder = make_folder(tmp_path / "d", n=12)
     serial = list(VocoderData(small_cfg(), folder, tmp_path / "cache").loader(1, 0))
     parallel = list(VocoderData(small_cfg(num_workers=2), folder, tmp_path / "cache").loader(1, 0))
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(serial, parallel))
+    assert len(serial) == len(parallel) == 5
+    for (m1, a1), (m2, a2) in zip(serial, parallel):
+        assert torch.equal(m1, m2) and torch.equal(a1, a2)
 
 
 def test_short_clips_are_padded_with_silence(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from trainer.checkpoint import load_file
 from trainer.launch import StartRequest, start_training
-from vocodertui.rundir import RunPaths, read_jsonl
+from trainer.rundir import RunPaths, read_jsonl
 
 from conftest import REPO
 

@@ -1,55 +1,56 @@
 """Following growing JSONL files, and the loss-curve arithmetic of the dashboard."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 
+from recordkit import make
+from trainer.records import Metrics, NanRollback, Resume, Start, encode, supersede
+from trainer.rundir import JsonlWriter
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, columns_of, effective, rewinds_of
-from vocodertui.rundir import JsonlWriter, supersede
 from vocodertui.series import downsample, ema, moving_mean, smooth, trend
 
 
 def metric(step, t=None, **values):
-    return {"time": float(step if t is None else t), "step": step, "loss_g": 50.0 - step / 100, **values}
+    return Metrics(time=float(step if t is None else t), step=step, **{"loss_g": 50.0 - step / 100, **values})
 
 
 def append(path, *records, raw=b""):
     with open(path, "ab") as f:
         for r in records:
-            f.write((json.dumps(r) + "\n").encode())
+            f.write(encode(r))
         f.write(raw)
 
 
 def test_follower_reads_only_new_whole_lines(tmp_path):
     path = tmp_path / "m.jsonl"
-    follower = JsonlFollower(path)
+    follower = JsonlFollower(path, Metrics)
     assert follower.read_new() == ([], False)  # no file yet
     append(path, metric(1), raw=b'{"time": 2, "st')
     records, reset = follower.read_new()
-    assert [r["step"] for r in records] == [1] and not reset
+    assert [r.step for r in records] == [1] and not reset
     append(path, raw=b'ep": 2}\n')
-    assert [r["step"] for r in follower.read_new()[0]] == [2]  # the torn line, once whole
+    assert [r.step for r in follower.read_new()[0]] == [2]  # the torn line, once whole
     assert follower.read_new() == ([], False)
-    append(path, raw=b"garbage\n")
+    append(path, raw=b'garbage\n{"time": 4.0, "step": "four"}\n')
     append(path, metric(3))
-    assert [r["step"] for r in follower.read_new()[0]] == [3]
+    assert [r.step for r in follower.read_new()[0]] == [3] and follower.skipped == 2
 
 
 def test_follower_starts_over_after_truncation_or_replacement(tmp_path):
     path = tmp_path / "m.jsonl"
     append(path, metric(1), metric(2), metric(3))
-    follower = JsonlFollower(path)
+    follower = JsonlFollower(path, Metrics)
     assert len(follower.read_new()[0]) == 3
-    path.write_text(json.dumps(metric(7)) + "\n")  # shorter: truncated and rewritten
+    path.write_bytes(encode(metric(7)))  # shorter: truncated and rewritten
     records, reset = follower.read_new()
-    assert reset and [r["step"] for r in records] == [7]
+    assert reset and [r.step for r in records] == [7]
     replacement = tmp_path / "new.jsonl"
     append(replacement, metric(8), metric(9), metric(10), metric(11))
     os.replace(replacement, path)  # a new file, longer than the old offset
     records, reset = follower.read_new()
-    assert reset and [r["step"] for r in records] == [8, 9, 10, 11]
+    assert reset and [r.step for r in records] == [8, 9, 10, 11]
     path.unlink()
     assert follower.read_new() == ([], True)
 
@@ -84,21 +85,22 @@ def test_vectorised_supersede_agrees_with_the_record_by_record_rule():
             t += 1.0
             if rng.random() < 0.15 and step > 0:
                 step = int(rng.integers(0, step))  # a resume or rollback to an earlier checkpoint
-                records.append({"time": t, "event": str(rng.choice(["resume", "nan_rollback", "start"])), "step": step})
-                if records[-1]["event"] == "start":
-                    records[-1]["step"] = step = 0
+                kind = [Resume, NanRollback, Start][rng.integers(0, 3)]
+                step = 0 if kind is Start else step
+                records.append(make(kind, time=t, step=step))
             else:
                 step += int(rng.integers(1, 4))
                 records.append(metric(step, t))
-        events = [r for r in records if "event" in r]
-        expected = [r["step"] for r in supersede(records) if "event" not in r]
-        got = effective(columns_of([r for r in records if "event" not in r]), rewinds_of(events))
+        metrics = [r for r in records if isinstance(r, Metrics)]
+        events = [r for r in records if not isinstance(r, Metrics)]
+        expected = [r.step for r in supersede(records) if isinstance(r, Metrics)]
+        got = effective(columns_of(metrics), rewinds_of(events))
         assert got[:, 1].tolist() == expected
 
 
-def test_columns_turn_nulls_and_missing_values_into_nan():
-    rows = columns_of([{"time": 1.0, "step": 2, "loss_g": None}, {"time": 2.0, "step": "x"}])
-    assert rows.shape == (1, len(METRIC_COLUMNS)) and np.isnan(rows[0, 2]) and rows[0, 1] == 2
+def test_columns_turn_nulls_into_nan():
+    rows = columns_of([Metrics(time=1.0, step=2, loss_g=None, loss_d=3.0)])
+    assert rows.shape == (1, len(METRIC_COLUMNS)) and np.isnan(rows[0, 2]) and rows[0, 1] == 2 and rows[0, 3] == 3.0
 
 
 def test_smoothing_matches_the_textbook_loops():

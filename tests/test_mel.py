@@ -1,13 +1,12 @@
 """The log-mel must be the reference's: checked against librosa's filterbank and STFT."""
 
+import librosa
 import numpy as np
 import pytest
 import torch
 
 from trainer.config import AudioConfig, load_config
 from trainer.mel import MelSpectrogram, input_mel, loss_mel, mel_filterbank
-
-librosa = pytest.importorskip("librosa")
 
 
 @pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [

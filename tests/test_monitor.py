@@ -18,13 +18,15 @@ import numpy as np
 import psutil
 import pytest
 
-from vocodertui import pidfile
+from trainer import pidfile
 from vocodertui.cli import main
 from vocodertui.dashboard.app import MonitorApp
 from vocodertui.dashboard.feed import RunFeed, SystemStats
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, RunPicker
 from vocodertui.dashboard.widgets import CheckpointTable, EventLog, RunHeader
-from vocodertui.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
+from recordkit import make
+from trainer.records import EVENTS, Metrics, Resume, kind_of
+from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
 
 from conftest import REPO
 
@@ -50,7 +52,8 @@ class FakeRun:
         self.target, self.milestones = target, list(milestones)
 
     def event(self, t: float, name: str, step: int, **fields) -> None:
-        self.events.write({"time": t, "event": name, "step": step, **fields})
+        kind = next(k for k in EVENTS if kind_of(k) == name)
+        self.events.write(make(kind, time=t, step=step, **fields))
 
     def start(self, t: float, pid: int = 1) -> None:
         self.event(t, "start", 0, config="demo", pid=pid, target_step=self.target, device="cpu", precision="fp32",
@@ -60,10 +63,10 @@ class FakeRun:
         rng = np.random.default_rng(first)
         for step in range(first, last + 1, every):
             decay = np.exp(-step / 300)
-            self.metrics.write({"time": t0 + step / rate, "step": step, "epoch": step // 40,
-                                "loss_g": 40 + 30 * decay + rng.normal(0, 1), "loss_d": 4 + 3 * decay,
-                                "loss_mel": 0.5 + 0.9 * decay, "loss_adv": 2 + 4 * decay, "loss_fm": 0.7 + 0.3 * decay,
-                                "lr": 2e-4, "steps_per_s": rate, "grad_norm_g": 100.0, "grad_norm_d": 5.0})
+            self.metrics.write(Metrics(time=t0 + step / rate, step=step, epoch=step // 40,
+                                       loss_g=float(40 + 30 * decay + rng.normal(0, 1)), loss_d=float(4 + 3 * decay),
+                                       loss_mel=float(0.5 + 0.9 * decay), loss_adv=float(2 + 4 * decay), loss_fm=float(0.7 + 0.3 * decay),
+                                       lr=2e-4, steps_per_s=rate, grad_norm_g=100.0, grad_norm_d=5.0))
         return t0 + last / rate
 
     def checkpoint(self, t: float, step: int, val_mel: float, reason: str = "scheduled") -> None:
@@ -302,7 +305,7 @@ async def test_stop_then_resume_a_real_trainer_from_the_keyboard(trainer_run):
                     and len(app.view.checkpoints) >= 2, "a running trainer with checkpoints", timeout=120)
         first_pid = app.view.status.pid
         await pilot.press("c")  # checkpoint now
-        await until(pilot, lambda: any(e.get("reason") == "requested" for e in app.view.events), "a requested checkpoint")
+        await until(pilot, lambda: any(getattr(e, "reason", None) == "requested" for e in app.view.events), "a requested checkpoint")
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmStop)
         await pilot.press("y")
@@ -316,8 +319,8 @@ async def test_stop_then_resume_a_real_trainer_from_the_keyboard(trainer_run):
         chosen = sorted(app.view.checkpoints, key=lambda c: c.step)[-2].step
         await until(pilot, lambda: app.view.status.state == "running" and app.view.status.pid not in (None, first_pid)
                     and not app.launching, "the resumed trainer", timeout=120)
-        resume = [e for e in app.view.events if e["event"] == "resume"][-1]
-        assert resume["step"] == chosen < stopped_at
+        resume = [e for e in app.view.events if isinstance(e, Resume)][-1]
+        assert resume.step == chosen < stopped_at
         assert "running" in header(app)
     assert pidfile.check(run).alive  # quitting the dashboard leaves training going
 

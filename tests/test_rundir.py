@@ -1,36 +1,68 @@
-"""The JSONL files of the run directory: whole lines, torn lines skipped, resumes superseding."""
+"""The JSONL files of the run directory: whole lines, torn and invalid lines skipped and counted,
+resumes superseding, and the docs' field tables generated from the typed contract."""
 
+from pathlib import Path
 
-from vocodertui.rundir import JsonlWriter, checkpoint_name, checkpoint_step, read_jsonl, supersede
+import pytest
+
+from recordkit import line, make
+from trainer.records import (EVENTS, Checkpoint, Crashed, Event, Metrics, Resume, Start, Validation, kind_of,
+                             markdown_tables, supersede)
+from trainer.rundir import JsonlWriter, checkpoint_name, checkpoint_step, read_jsonl, read_records, tail_records
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "run-directory.md"
 
 
 def test_writer_appends_whole_lines_and_closes_a_torn_one(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"step": 1}\n{"step": 2, "loss_g": 4')  # a writer killed mid-line
-    assert read_jsonl(path) == [{"step": 1}]
+    path.write_bytes(line(Metrics, time=1.0, step=1).encode() + b'{"time": 2.0, "step": 2, "loss_g": 4')  # killed mid-line
+    assert [m.step for m in read_records(path, Metrics).records] == [1]
     writer = JsonlWriter(path)
-    writer.write({"step": 3, "loss_g": float("nan")})
+    writer.write(Metrics(time=3.0, step=3, loss_g=float("nan"), lr=float("inf")))
     writer.close()
-    assert read_jsonl(path) == [{"step": 1}, {"step": 3, "loss_g": None}]
-    assert path.read_bytes().endswith(b'{"step":3,"loss_g":null}\n')
+    decoded = read_records(path, Metrics)
+    assert [(m.step, m.loss_g, m.lr) for m in decoded.records] == [(1, None, None), (3, None, None)]
+    assert decoded.skipped == 1  # the torn fragment, now a line of its own
+    assert read_jsonl(path)[-1]["loss_g"] is None
 
 
-def test_reader_tolerates_absent_files_and_garbage(tmp_path):
-    assert read_jsonl(tmp_path / "none.jsonl") == []
+def test_readers_skip_and_count_lines_that_are_not_records(tmp_path):
+    assert read_records(tmp_path / "none.jsonl", Event).records == []
     path = tmp_path / "events.jsonl"
-    path.write_bytes(b'garbage\n[1,2]\n{"event": "start", "step": 0}\n')
-    assert read_jsonl(path) == [{"event": "start", "step": 0}]
+    wrong_type = line(Validation, time=1.0, step=3).replace('"step":3', '"step":"3"')
+    unknown_kind = '{"event":"teleported","time":1.0,"step":3}\n'
+    missing_field = '{"event":"checkpoint","time":1.0,"step":3}\n'
+    path.write_text("garbage\n[1,2]\n" + wrong_type + unknown_kind + missing_field + line(Start, time=2.0, step=0)
+                    + '{"event":"crash')
+    decoded = read_records(path, Event)
+    assert [type(e) for e in decoded.records] == [Start] and decoded.skipped == 5
+    assert tail_records(path, Event, max_bytes=len(line(Start, time=2.0, step=0)) + 20).records[0].time == 2.0
+
+
+def test_every_event_kind_round_trips_through_a_file(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = JsonlWriter(path)
+    written = [make(kind, time=float(i), step=i) for i, kind in enumerate(EVENTS)]
+    for record in written:
+        writer.write(record)
+    writer.close()
+    assert read_records(path, Event).records == written
+    assert [r["event"] for r in read_jsonl(path)] == [kind_of(k) for k in EVENTS]
 
 
 def test_resumed_records_supersede_the_abandoned_ones():
-    metrics = [{"step": s} for s in (10, 20, 30, 40)] + [{"step": s} for s in (30, 40, 50)]
-    assert [m["step"] for m in supersede(metrics)] == [10, 20, 30, 40, 50]
-    events = [
-        {"event": "start", "step": 0}, {"event": "checkpoint", "step": 20}, {"event": "validation", "step": 30},
-        {"event": "crashed", "step": 35}, {"event": "resume", "step": 20}, {"event": "validation", "step": 30},
-    ]
-    kept = [(e["event"], e["step"]) for e in supersede(events)]
-    assert kept == [("start", 0), ("checkpoint", 20), ("resume", 20), ("validation", 30)]
+    metrics = [make(Metrics, time=0.0, step=s) for s in (10, 20, 30, 40, 30, 40, 50)]
+    assert [m.step for m in supersede(metrics)] == [10, 20, 30, 40, 50]
+    events = [make(Start, time=0.0, step=0), make(Checkpoint, time=0.0, step=20), make(Validation, time=0.0, step=30),
+              make(Crashed, time=0.0, step=35), make(Resume, time=0.0, step=20), make(Validation, time=0.0, step=30)]
+    kept = [(type(e), e.step) for e in supersede(events)]
+    assert kept == [(Start, 0), (Checkpoint, 20), (Resume, 20), (Validation, 30)]
+
+
+@pytest.mark.parametrize("kind", ["metrics", *(kind_of(e) for e in EVENTS)])
+def test_the_docs_table_of_each_record_kind_is_the_contracts(kind):
+    table = markdown_tables()[kind]
+    assert table in DOCS.read_text(encoding="utf-8"), f"regenerate with: python -m trainer.records ({kind})"
 
 
 def test_checkpoint_names_round_trip(tmp_path):

@@ -4,8 +4,10 @@ import json
 import subprocess
 import sys
 
-from vocodertui import pidfile
-from vocodertui.rundir import RunPaths
+from recordkit import line
+from trainer import pidfile
+from trainer.records import Checkpoint, Crashed, Finished, Metrics, Start, Stopping
+from trainer.rundir import RunPaths
 from vocodertui.runstate import checkpoint_table, list_runs, run_status
 
 NOW = 1_800_000_000.0
@@ -15,9 +17,8 @@ def prepared_run(tmp_path, metrics_times=(), events=(), live=True, name="r") -> 
     run = RunPaths(tmp_path / name)
     run.checkpoints.mkdir(parents=True)
     run.config.write_text("schedule: {log_every: 10}\n")
-    run.events.write_text("".join(json.dumps(e) + "\n" for e in
-                                  [{"time": NOW - 1000, "event": "start", "step": 0, "target_step": 1000}, *events]))
-    run.metrics.write_text("".join(json.dumps({"time": t, "step": 10 * (i + 1)}) + "\n" for i, t in enumerate(metrics_times)))
+    run.events.write_text(line(Start, time=NOW - 1000, step=0, target_step=1000) + "".join(events))
+    run.metrics.write_text("".join(line(Metrics, time=t, step=10 * (i + 1)) for i, t in enumerate(metrics_times)))
     if live:
         pidfile.write_pid_file(run)
     return run
@@ -38,14 +39,14 @@ def test_stalled_when_nothing_is_written_while_the_process_lives(tmp_path):
 
 def test_stopping_after_the_signal(tmp_path):
     run = prepared_run(tmp_path, metrics_times=[NOW - 20, NOW - 10],
-                       events=[{"time": NOW - 5, "event": "stopping", "step": 20, "reason": "SIGTERM"}])
+                       events=[line(Stopping, time=NOW - 5, step=20, reason="SIGTERM")])
     assert run_status(run, now=NOW).state == "stopping"
 
 
 def test_terminal_states_and_a_silent_death(tmp_path):
-    finished = prepared_run(tmp_path, [NOW - 10], [{"time": NOW - 5, "event": "finished", "step": 1000}], live=False, name="f")
+    finished = prepared_run(tmp_path, [NOW - 10], [line(Finished, time=NOW - 5, step=1000, target_step=1000)], live=False, name="f")
     assert run_status(finished, now=NOW).state == "finished"
-    crashed = prepared_run(tmp_path, [NOW - 10], [{"time": NOW - 5, "event": "crashed", "step": 10, "reason": "RuntimeError: x"}],
+    crashed = prepared_run(tmp_path, [NOW - 10], [line(Crashed, time=NOW - 5, step=10, reason="RuntimeError: x")],
                            live=False, name="c")
     assert (run_status(crashed, now=NOW).state, run_status(crashed, now=NOW).reason) == ("crashed", "RuntimeError: x")
     killed = prepared_run(tmp_path, [NOW - 10], live=False, name="k")
@@ -64,11 +65,19 @@ def test_terminal_states_and_a_silent_death(tmp_path):
 
 def test_checkpoint_table_marks_the_best(tmp_path):
     run = prepared_run(tmp_path, events=[
-        {"time": NOW, "event": "checkpoint", "step": 10, "val_mel": 0.5},
-        {"time": NOW, "event": "checkpoint", "step": 20, "val_mel": 0.4},
-        {"time": NOW, "event": "checkpoint", "step": 30, "val_mel": None},
+        line(Checkpoint, time=NOW, step=10, val_mel=0.5),
+        line(Checkpoint, time=NOW, step=20, val_mel=0.4),
+        line(Checkpoint, time=NOW, step=30, val_mel=None),
     ], live=False)
     for step in (10, 20, 30):
         (run.checkpoints / f"ckpt_{step:08d}.pt").write_bytes(b"x" * step)
     rows = checkpoint_table(run)
     assert [(r.step, r.size, r.val_mel, r.best) for r in rows] == [(10, 10, 0.5, False), (20, 20, 0.4, True), (30, 30, None, False)]
+
+
+def test_a_record_of_the_wrong_type_is_skipped_and_counted_not_fatal(tmp_path):
+    run = prepared_run(tmp_path, metrics_times=[NOW - 20, NOW - 10], live=False,
+                       events=[line(Finished, time=NOW - 5, step=20, target_step=20).replace('"step":20', '"step":"20"'),
+                               '{"event":"stopped","time":"yesterday"}\n'])
+    s = run_status(run, now=NOW)
+    assert s.skipped_records == 2 and s.step == 20 and s.state == "crashed"  # the valid start and metrics still count

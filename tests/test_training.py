@@ -12,7 +12,7 @@ import torch
 from trainer.checkpoint import load_file
 from trainer.errors import UserError
 from trainer.launch import StartRequest, start_training
-from vocodertui.rundir import RunPaths, read_jsonl
+from trainer.rundir import RunPaths, read_jsonl
 
 from conftest import REPO, write_config
 
@@ -159,20 +159,20 @@ def test_jik876_pair_resumes_with_its_decayed_learning_rate(quick_config, demo_c
 
 
 def poison_steps(monkeypatch, bad_calls: set[int]):
-    """Make the train_step calls numbered in ``bad_calls`` (1-based) report a NaN loss."""
-    from trainer.loop import Trainer
+    """Make the GAN steps numbered in ``bad_calls`` (1-based) report a NaN loss."""
+    from trainer.gan import Gan
 
-    real = Trainer.train_step
+    real = Gan.step
     calls = {"n": 0}
 
     def step(self, *args, **kwargs):
         out = real(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] in bad_calls:
-            out["losses"] = out["losses"] * float("nan")
+            out.losses = out.losses * float("nan")
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(Gan, "step", step)
 
 
 def test_nan_loss_rolls_back_and_skips_the_batch(quick_config, demo_corpus, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from trainer.errors import UserError
-from vocodertui.rundir import RunPaths
+from trainer.rundir import RunPaths
 
 log = logging.getLogger("trainer")
 
@@ -115,17 +115,21 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def latest_valid(run: RunPaths) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint of ``run`` that loads; corrupt ones are reported and passed over."""
+def latest_valid(run: RunPaths, passed_over: list[str] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``run`` that loads; corrupt ones are logged, added to
+    ``passed_over`` when given, and passed over."""
     for _, path in reversed(run.checkpoint_files()):
         try:
             obj = load_file(path)
         except UserError as exc:
-            log.warning("%s; using the previous checkpoint", exc)
-            continue
-        if is_ours(obj):
-            return path, obj
-        log.warning("%s is not a vocodertui checkpoint; skipped", path)
+            reason = f"{exc}; using the previous checkpoint"
+        else:
+            if is_ours(obj):
+                return path, obj
+            reason = f"{path} is not a vocodertui checkpoint; skipped"
+        log.warning("%s", reason)
+        if passed_over is not None:
+            passed_over.append(reason)
     return None
 
 

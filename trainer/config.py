@@ -22,6 +22,9 @@ from trainer.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 PRECISIONS = ("fp32", "bf16", "fp16")
+# The kinds the engine can build (trainer/gan.py maps each name to its module).
+GENERATOR_TYPES = ("hifigan",)
+DISCRIMINATOR_KINDS = ("msd", "mpd")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -40,6 +43,7 @@ class AudioConfig:
 
 @dataclass
 class GeneratorConfig:
+    type: str = "hifigan"
     resblock: str = "1"
     upsample_rates: list[int] = field(default_factory=lambda: [8, 8, 2, 2])
     upsample_kernel_sizes: list[int] = field(default_factory=lambda: [16, 16, 4, 4])
@@ -50,6 +54,7 @@ class GeneratorConfig:
 
 @dataclass
 class DiscriminatorConfig:
+    kinds: list[str] = field(default_factory=lambda: ["msd", "mpd"])
     periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     scales: int = 3
     # Divides every discriminator width; 1 is the reference. Only small demo runs change it.
@@ -298,6 +303,11 @@ def validate(cfg: Config, source: str) -> None:
     if a.fmin < 0:
         fail("audio.fmin must not be negative")
 
+    if g.type not in GENERATOR_TYPES:
+        fail(f"generator.type must be one of {', '.join(GENERATOR_TYPES)}, got {g.type!r}")
+    unknown = [k for k in d.kinds if k not in DISCRIMINATOR_KINDS]
+    if unknown or not d.kinds or len(set(d.kinds)) != len(d.kinds):
+        fail(f"discriminator.kinds must list some of {', '.join(DISCRIMINATOR_KINDS)}, each once, got {d.kinds}")
     if g.resblock not in ("1", "2"):
         fail(f"generator.resblock must be '1' or '2', got {g.resblock!r}")
     if not g.upsample_rates:
@@ -361,10 +371,13 @@ def dump_config(cfg: Config) -> str:
 
 
 def signature_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:
-    """The first difference between two model signatures, as 'key: saved vs current', or None."""
+    """The first difference between two model signatures, as 'key: saved vs current', or None.
+
+    A key the saved signature lacks (written before the key existed) counts as its default."""
+    defaults = Config().model_signature()
     for section in current:
         for key, value in current[section].items():
-            old = saved.get(section, {}).get(key)
+            old = saved.get(section, {}).get(key, defaults[section][key])
             if old != value:
                 return f"{section}.{key} is {old!r} in the checkpoint but {value!r} in the config"
     return None

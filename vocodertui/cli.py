@@ -36,7 +36,7 @@ def positive_int(text: str) -> int:
 
 
 def start_request(args: argparse.Namespace):
-    from trainer.launch import StartRequest
+    from trainer.plan import StartRequest
 
     return StartRequest(
         config=args.config, data=args.data, run=args.run, logs_dir=args.logs_dir, resume=args.resume,
@@ -61,9 +61,9 @@ def print_checks(plan) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from trainer.preflight import run_preflight
+    from trainer.plan import make_plan
 
-    plan = run_preflight(start_request(args))
+    plan = make_plan(start_request(args))
     print_checks(plan)
     return 0 if plan.ok else 1
 
@@ -77,47 +77,31 @@ def torchrun_prefix(args: argparse.Namespace) -> list[str]:
             f"--master-port={args.master_port}"]
 
 
-def child_arguments(args: argparse.Namespace, run_name: str, role: str) -> list[str]:
-    child = ["start", role, "--run-name", run_name, "--logs-dir", args.logs_dir]
-    for flag, value in (("--config", args.config), ("--data", args.data), ("--resume", args.resume),
-                        ("--target-step", args.target_step), ("--mels-dir", args.mels_dir)):
-        if value is not None:
-            child += [flag, str(value)]
-    return child
-
-
 def cmd_start(args: argparse.Namespace) -> int:
-    req = start_request(args)
-    if args.daemon_child or args.worker:
-        from trainer.launch import start_training
-
-        print(f"training {start_training(req, console=args.worker)}")
-        return 0
-    prefix = torchrun_prefix(args)
-    if args.foreground:
-        if not prefix:
-            from trainer.launch import start_training
-
-            print(f"training {start_training(req)}")
-            return 0
-        if not args.run:
-            raise UserError("training with several processes needs --run NAME")
-        return subprocess.call(prefix + ["-m", "vocodertui.cli"] + child_arguments(args, args.run, "--worker"))
-
-    from trainer.preflight import run_preflight
+    from trainer.plan import make_plan
+    from trainer.rundir import write_text_atomic
     from vocodertui.control import launch_detached
 
-    plan = run_preflight(req)
+    plan = make_plan(start_request(args))
     print_checks(plan)
-    if not plan.ok:
-        raise UserError("pre-flight checks failed; nothing was started")
-    if not args.yes and sys.stdin.isatty() and not Confirm.ask(f"Start run {plan.run.name}?", default=True):
+    plan.refuse_unless_ok()
+    if not (args.yes or args.foreground) and sys.stdin.isatty() and not Confirm.ask(f"Start run {plan.run.name}?", default=True):
         print("not started")
         return 1
-    child = child_arguments(args, plan.run.name, "--daemon-child")
+    prefix = torchrun_prefix(args)
+    if args.foreground and not prefix:
+        from trainer.launch import execute
+
+        print(f"training {execute(plan)}")
+        return 0
+    plan.run.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(plan.run.plan, plan.to_json())
+    trainer = [*(prefix or [sys.executable]), "-m", "trainer", str(plan.run.plan.resolve())]
+    if args.foreground:
+        return subprocess.call(trainer + ["--console"])
     console = make_console(stderr=True)
     with console.status("starting the trainer") as status:
-        pid = launch_detached(plan.run, prefix, child, args.wait, lambda line: status.update(line[:100]))
+        pid = launch_detached(plan.run, trainer, args.wait, lambda line: status.update(line[:100]))
     print(f"trainer running as pid {pid} in {plan.run.root}")
     print(f"watch it:  vocodertui monitor --run {plan.run.name} --logs-dir {args.logs_dir}")
     print(f"stop it:   vocodertui stop --run {plan.run.name} --logs-dir {args.logs_dir}")
@@ -125,7 +109,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def resolve_run_arg(args: argparse.Namespace):
-    from vocodertui.rundir import RunPaths
+    from trainer.rundir import RunPaths
     from vocodertui.runstate import list_runs
 
     logs = Path(args.logs_dir)
@@ -200,6 +184,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print(f"{s.name}: {s.reason}", markup=False)
         if s.stale_pid_file:
             console.print(f"{s.name}: stale PID file, not trusted: {s.stale_pid_file}", markup=False)
+        if s.skipped_records:
+            console.print(f"{s.name}: {s.skipped_records} lines of its JSONL files are not records this version "
+                          "reads (garbled, or from another version); they were skipped", markup=False)
     return 0
 
 
@@ -247,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="YAML config or jik876 config.json; a bare name looks in config/ (default: the run's own config when resuming it, else demo)")
         p.add_argument("--data", help="dataset folder: LJSpeech layout (metadata.csv + wavs/) or any folder of audio files")
-        # --run-name: the same option under a name torchrun's own parser does not take for its --run-path
-        p.add_argument("--run", "--run-name", dest="run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
+        p.add_argument("--run", help="run name (folder under the logs directory); default: <config>-<date>-<time>")
         p.add_argument("--logs-dir", default="logs", help="where run directories live (default: logs)")
         p.add_argument("--resume", metavar="latest|PATH", help="continue from the run's latest checkpoint or from a checkpoint file (ours or jik876 g_########)")
         p.add_argument("--target-step", type=positive_int, help="train until this step (overrides the config; extends a finished run)")
@@ -264,8 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--node-rank", type=int, default=0, help="this machine's index among --nnodes")
     start.add_argument("--master-addr", default="127.0.0.1", help="address of the node with rank 0")
     start.add_argument("--master-port", type=int, default=29500, help="a free TCP port on the rank-0 node")
-    start.add_argument("--daemon-child", action="store_true", help=argparse.SUPPRESS)
-    start.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     start.set_defaults(func=cmd_start)
 
     check = sub.add_parser("check", help="run the pre-flight checks of start without starting anything")

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-from vocodertui import pidfile
-from vocodertui.rundir import RunPaths, read_jsonl
+from trainer import pidfile
+from trainer.records import ENDINGS, SEGMENTS, Checkpoint, Crashed, Event, Finished, kind_of
+from trainer.rundir import RunPaths, read_records
 
 POLL_S = 0.2
 
@@ -31,32 +33,25 @@ def log_tail(run: RunPaths, lines: int = 15) -> str:
         return "(no trainer.log)"
 
 
-def launch_detached(run: RunPaths, launcher: list[str], child_args: list[str], timeout: float,
-                    progress: Callable[[str], None]) -> int:
-    """Start the trainer in its own session (stdin /dev/null, output to trainer.log), behind
-    ``launcher`` (torchrun) when given, and wait until it has written its PID file and its start or
-    resume event. Returns the trainer's PID (rank 0's under torchrun)."""
+def launch_detached(run: RunPaths, command: list[str], timeout: float, progress: Callable[[str], None]) -> int:
+    """Start the trainer (``command``: ``python -m trainer PLAN``, behind torchrun when given) in its
+    own session (stdin /dev/null, output to trainer.log), and wait until it has written its PID file
+    and its start or resume event. Returns the trainer's PID (rank 0's under torchrun)."""
     run.root.mkdir(parents=True, exist_ok=True)
     launched_at = time.time()
     with open(run.log, "ab") as log:
-        child = subprocess.Popen(
-            [*(launcher or [sys.executable]), "-m", "vocodertui.cli", *child_args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     deadline = time.monotonic() + timeout
     while True:
         code = child.poll()
-        finished_already = code == 0 and any(e.get("event") == "finished" and e["time"] >= launched_at for e in read_jsonl(run.events))
-        if finished_already:  # a run so short that it ended before we looked
+        since = [e for e in read_records(run.events, Event).records if e.time >= launched_at]
+        if code == 0 and any(isinstance(e, Finished) for e in since):  # a run so short that it ended before we looked
             return child.pid
         if code is not None:
             raise ControlError(f"the trainer exited during start-up (status {code}); last lines of {run.log}:\n{log_tail(run)}")
         record = pidfile.read_pid_file(run)
-        started = isinstance(record, pidfile.PidRecord) and any(
-            e.get("event") in ("start", "resume") and e.get("pid") == record.pid and e["time"] >= launched_at
-            for e in read_jsonl(run.events)
-        )
-        if started:
+        if isinstance(record, pidfile.PidRecord) and any(isinstance(e, SEGMENTS) and e.pid == record.pid for e in since):
             return record.pid
         if time.monotonic() > deadline:
             raise ControlError(
@@ -91,15 +86,15 @@ def stop(run: RunPaths, timeout: float, force: bool, progress: Callable[[str], N
     while True:
         still = pidfile.check(run)
         if not (still.alive and still.record.pid == pid):
-            final = [e for e in read_jsonl(run.events) if e["time"] >= asked_at and e.get("event") in ("stopped", "finished", "crashed")]
+            final = [e for e in read_records(run.events, Event).records if e.time >= asked_at and isinstance(e, ENDINGS)]
             if final:
                 e = final[-1]
-                return f"run {run.name} {e['event']} at step {e['step']}" + (f" ({e['reason']})" if e.get("reason") and e["event"] == "crashed" else "")
+                return f"run {run.name} {kind_of(type(e))} at step {e.step}" + (f" ({e.reason})" if isinstance(e, Crashed) else "")
             return f"run {run.name} (pid {pid}) has exited"
         if time.monotonic() > deadline:
             break
-        recent = [e for e in read_jsonl(run.events) if e["time"] >= asked_at]
-        doing = "writing the checkpoint" if any(e.get("event") == "checkpoint" for e in recent) else "finishing the current step"
+        recent = [e for e in read_records(run.events, Event).records if e.time >= asked_at]
+        doing = "writing the checkpoint" if any(isinstance(e, Checkpoint) for e in recent) else "finishing the current step"
         progress(f"waiting for pid {pid}: {doing} ({time.time() - asked_at:.0f} s)")
         time.sleep(POLL_S)
     if not force:
@@ -113,7 +108,21 @@ def stop(run: RunPaths, timeout: float, force: bool, progress: Callable[[str], N
 
 def resume(run: RunPaths, checkpoint: Path, timeout: float, progress: Callable[[str], None]) -> int:
     """Start the run's trainer again, detached, from ``checkpoint`` with the config the run was last
-    trained with (its config.yaml); returns the trainer's PID once it has written its resume event."""
-    args = ["start", "--daemon-child", "--run-name", run.name, "--logs-dir", str(run.root.parent.resolve()),
-            "--resume", str(checkpoint.resolve())]
-    return launch_detached(run, [], args, timeout, progress)
+    trained with (its config.yaml), through ``vocodertui start`` and so its pre-flight checks;
+    returns the trainer's PID once it has written its resume event."""
+    command = [sys.executable, "-m", "vocodertui.cli", "start", "--yes", "--run", run.name,
+               "--logs-dir", str(run.root.parent.resolve()), "--resume", str(checkpoint.resolve()), "--wait", str(timeout)]
+    with tempfile.TemporaryFile() as output:
+        starter = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        while starter.poll() is None:
+            progress(log_tail(run, 1))
+            time.sleep(POLL_S)
+        output.seek(0)
+        said = output.read().decode(errors="replace").strip().splitlines()
+    if starter.returncode != 0:
+        errors = [line for line in said if "error:" in line]
+        raise ControlError((errors or said or [f"start exited with status {starter.returncode}"])[-1])
+    record = pidfile.read_pid_file(run)
+    if not isinstance(record, pidfile.PidRecord):
+        raise ControlError(f"run {run.name} started and has already exited; see {run.log}")
+    return record.pid

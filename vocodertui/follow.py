@@ -14,28 +14,31 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from vocodertui.rundir import parse_lines
+from trainer.records import LOSSES, REWINDS, Event, Metrics
+from trainer.rundir import decode_lines
 
-METRIC_COLUMNS = ("time", "step", "loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "lr", "steps_per_s")
-REWIND_EVENTS = ("start", "resume", "nan_rollback")
+METRIC_COLUMNS = ("time", "step", *LOSSES)
 TAIL_BYTES = 1 << 20
 INDEX_CHUNK_BYTES = 8 << 20
 
 
 class JsonlFollower:
-    """Whole records appended to a JSONL file since the last ``read_new``."""
+    """Whole records of ``kind`` (``Metrics`` or ``Event``) appended to a JSONL file since the last
+    ``read_new``; ``skipped`` counts the whole lines that did not decode."""
 
-    def __init__(self, path: Path, start: int = 0):
+    def __init__(self, path: Path, kind: type[Metrics] | type[Event], start: int = 0):
         self.path = path
+        self.kind = kind
+        self.skipped = 0
         self.offset = start  # where the next unread byte is
         self.pending = b""  # a line whose newline has not arrived yet
         self.identity: Optional[tuple[int, int]] = None
 
-    def read_new(self) -> tuple[list[dict[str, Any]], bool]:
+    def read_new(self) -> tuple[list, bool]:
         """(new records, whether the file was truncated or replaced so that earlier records are void)."""
         try:
             with open(self.path, "rb") as f:
@@ -57,17 +60,15 @@ class JsonlFollower:
         data = self.pending + data
         cut = data.rfind(b"\n") + 1
         self.pending = data[cut:]
-        return list(parse_lines(data[:cut].splitlines(keepends=True))), reset
+        decoded = decode_lines(data[:cut].splitlines(keepends=True), self.kind)
+        self.skipped += decoded.skipped
+        return decoded.records, reset
 
 
-def columns_of(records: list[dict[str, Any]]) -> np.ndarray:
-    """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a missing or null value is NaN."""
-    rows = [[_number(r.get(k)) for k in METRIC_COLUMNS] for r in records if isinstance(r.get("step"), int)]
+def columns_of(records: list[Metrics]) -> np.ndarray:
+    """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a null value is NaN."""
+    rows = [[getattr(r, k) for k in METRIC_COLUMNS] for r in records]
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
-
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 class MetricsFollower:
@@ -88,8 +89,8 @@ class MetricsFollower:
         self.head_offsets = np.zeros(0, dtype=np.int64)  # starts of the indexed older lines
         self.indexed_to = 0  # the head is indexed up to this byte
         self.recent = np.zeros((0, len(METRIC_COLUMNS)))  # parsed records from head_end on, file order
-        self.last_records: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
-        self.follower = JsonlFollower(self.path, start=self.head_end)
+        self.last_records: collections.deque[Metrics] = collections.deque(maxlen=64)
+        self.follower = JsonlFollower(self.path, Metrics, start=self.head_end)
         self._sample_cache: dict[int, np.ndarray] = {}
 
     def _line_start_before(self, offset: int) -> int:
@@ -149,16 +150,16 @@ class MetricsFollower:
             with open(self.path, "rb") as f:
                 fd = f.fileno()
                 lines = [os.pread(fd, int(ends[i] - self.head_offsets[i]), int(self.head_offsets[i])) for i in picks]
-            self._sample_cache[key] = columns_of(list(parse_lines(lines)))
+            self._sample_cache[key] = columns_of(decode_lines(lines, Metrics).records)
         return self._sample_cache[key]
 
 
 def effective(rows: np.ndarray, rewinds: list[tuple[float, int]]) -> np.ndarray:
     """The rows (file order) that describe the run's current timeline, in step order.
 
-    Vectorised form of ``rundir.supersede``: a row is dropped when a ``start``/``resume``/
-    ``nan_rollback`` event at step S written after it has S < its step, or when a later row has a
-    step at or below its own.
+    Vectorised form of ``records.supersede``: a row is dropped when a rewind event (start, resume,
+    NaN rollback) at step S written after it has S < its step, or when a later row has a step at or
+    below its own.
     """
     t, step = rows[:, 0], rows[:, 1]
     keep = np.ones(len(rows), dtype=bool)
@@ -172,6 +173,5 @@ def effective(rows: np.ndarray, rewinds: list[tuple[float, int]]) -> np.ndarray:
     return rows[keep]
 
 
-def rewinds_of(events: list[dict[str, Any]]) -> list[tuple[float, int]]:
-    return [(e["time"], e["step"]) for e in events
-            if e.get("event") in REWIND_EVENTS and isinstance(e.get("step"), int) and isinstance(e.get("time"), (int, float))]
+def rewinds_of(events: list[Event]) -> list[tuple[float, int]]:
+    return [(e.time, e.step) for e in events if isinstance(e, REWINDS)]

@@ -11,13 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from trainer import pidfile
+from trainer.records import CONTROLS, ENDINGS, REWINDS, SEGMENTS, Checkpoint, Crashed, Event, Metrics, Stopped, Stopping, kind_of
+from trainer.rundir import RunPaths, read_records, tail_records
 
-from vocodertui import pidfile
-from vocodertui.rundir import RunPaths, read_jsonl, tail_records
-
-TERMINAL_EVENTS = ("stopped", "finished", "crashed")
-SEGMENT_EVENTS = ("start", "resume")
 STALL_MIN_SECONDS = 300.0  # a validation pass or a checkpoint on a big model can take minutes
 STALL_INTERVALS = 3
 
@@ -48,6 +45,7 @@ class RunStatus:
     uptime_s: Optional[float]  # since the live trainer process started
     rss_bytes: Optional[int]
     stale_pid_file: Optional[str]  # why a PID file present on disk is not trusted
+    skipped_records: int = 0  # lines of events.jsonl and metrics.jsonl (its tail) that did not decode
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,10 +65,10 @@ def last_activity(run: RunPaths) -> float:
     return max(times, default=0.0)
 
 
-def checkpoint_table(run: RunPaths, events: Optional[list[dict]] = None) -> list[CheckpointInfo]:
+def checkpoint_table(run: RunPaths, events: Optional[list[Event]] = None) -> list[CheckpointInfo]:
     """Checkpoints on disk, oldest first, with their validation mel-L1 from the events log."""
-    events = read_jsonl(run.events) if events is None else events
-    val = {e["step"]: e.get("val_mel") for e in events if e.get("event") == "checkpoint"}
+    events = read_records(run.events, Event).records if events is None else events
+    val = {e.step: e.val_mel for e in events if isinstance(e, Checkpoint)}
     rows = []
     for step, path in run.checkpoint_files():
         try:
@@ -84,59 +82,55 @@ def checkpoint_table(run: RunPaths, events: Optional[list[dict]] = None) -> list
     return rows
 
 
-def recent_rate(metrics: list[dict]) -> Optional[float]:
+def recent_rate(metrics: list[Metrics]) -> Optional[float]:
     """Steps per second over the last 20 metrics lines of the current start/resume."""
     window = metrics[-20:]
-    if len(window) >= 2 and window[-1]["time"] > window[0]["time"]:
-        return (window[-1]["step"] - window[0]["step"]) / (window[-1]["time"] - window[0]["time"])
-    if window and window[-1].get("steps_per_s"):
-        return float(window[-1]["steps_per_s"])
+    if len(window) >= 2 and window[-1].time > window[0].time:
+        return (window[-1].step - window[0].step) / (window[-1].time - window[0].time)
+    if window and window[-1].steps_per_s:
+        return window[-1].steps_per_s
     return None
 
 
-def log_interval(run: RunPaths) -> int:
-    try:
-        return int(yaml.safe_load(run.config.read_text())["schedule"]["log_every"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return 100
-
-
 def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
-    return derive_status(run, read_jsonl(run.events), tail_records(run.metrics), pidfile.check(run),
-                         time.time() if now is None else now, log_interval(run))
+    events, metrics = read_records(run.events, Event), tail_records(run.metrics, Metrics)
+    return derive_status(run, events.records, metrics.records, pidfile.check(run), time.time() if now is None else now,
+                         skipped=events.skipped + metrics.skipped)
 
 
-def derive_status(run: RunPaths, events: list[dict], metrics: list[dict], liveness: pidfile.Liveness,
-                  now: float, log_every: int) -> RunStatus:
+def derive_status(run: RunPaths, events: list[Event], metrics: list[Metrics], liveness: pidfile.Liveness,
+                  now: float, skipped: int = 0) -> RunStatus:
     """The state of a run from what has been read of it: all its events, its latest metrics lines
-    (the last few dozen are enough) and the verdict on its PID file."""
-    segment = next((e for e in reversed(events) if e.get("event") in SEGMENT_EVENTS), None)
-    last_control = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, *TERMINAL_EVENTS, "stopping")), None)
-    rewind = next((e for e in reversed(events) if e.get("event") in (*SEGMENT_EVENTS, "nan_rollback")), None)
+    (the last few dozen are enough), the verdict on its PID file, and how many lines did not decode."""
+    segment = next((e for e in reversed(events) if isinstance(e, SEGMENTS)), None)
+    last_control = next((e for e in reversed(events) if isinstance(e, CONTROLS)), None)
+    rewind = next((e for e in reversed(events) if isinstance(e, REWINDS)), None)
     if rewind is not None:  # lines from before a resume or rollback describe an abandoned timeline
-        metrics = [m for m in metrics if m.get("time", 0) >= rewind["time"]]
+        metrics = [m for m in metrics if m.time >= rewind.time]
     last_metric = metrics[-1] if metrics else None
-    step = max([e.get("step", 0) for e in events[-1:]] + [last_metric["step"] if last_metric else 0])
-    target = segment.get("target_step") if segment else None
+    step = max([e.step for e in events[-1:]] + [last_metric.step if last_metric else 0])
+    target = segment.target_step if segment else None
     rate = recent_rate(metrics)
     checkpoints = checkpoint_table(run, events)
 
     reason = ""
     if liveness.alive:
         started = liveness.record.start_time  # this trainer's own writes only
-        activity = max([e["time"] for e in events[-1:]] + [last_metric["time"] if last_metric else 0.0, started])
-        expected = log_every / rate if rate else 0.0
-        if last_control and last_control["event"] == "stopping" and last_control["time"] >= started:
-            state, reason = "stopping", f"{last_control.get('reason', 'stop')} received; finishing the step and checkpointing"
+        activity = max([e.time for e in events[-1:]] + [last_metric.time if last_metric else 0.0, started])
+        # the trainer writes a metrics line this often
+        expected = metrics[-1].time - metrics[-2].time if len(metrics) >= 2 else 0.0
+        if isinstance(last_control, Stopping) and last_control.time >= started:
+            state, reason = "stopping", f"{last_control.reason} received; finishing the step and checkpointing"
         elif now - activity > max(STALL_INTERVALS * expected, STALL_MIN_SECONDS):
             state, reason = "stalled", f"nothing written for {now - activity:.0f} s while the process lives"
         else:
             state = "running"
     elif not events:
         state = "not started"
-    elif last_control and last_control["event"] in TERMINAL_EVENTS:
-        state = last_control["event"]
-        reason = {"stopped": f"stopped on {last_control.get('reason')}", "crashed": str(last_control.get("reason"))}.get(state, "")
+    elif isinstance(last_control, ENDINGS):
+        state = kind_of(type(last_control))
+        reason = (f"stopped on {last_control.reason}" if isinstance(last_control, Stopped)
+                  else last_control.reason if isinstance(last_control, Crashed) else "")
     else:
         state, reason = "crashed", f"the trainer died without a word ({liveness.reason}): killed, or the machine went down"
 
@@ -151,9 +145,9 @@ def derive_status(run: RunPaths, events: list[dict], metrics: list[dict], livene
     return RunStatus(
         name=run.name, path=str(run.root), state=state, reason=reason, step=step, target_step=target,
         steps_per_s=rate, eta_s=eta,
-        last_metric_age_s=(now - last_metric["time"]) if last_metric else None,
+        last_metric_age_s=(now - last_metric.time) if last_metric else None,
         last_checkpoint=checkpoints[-1] if checkpoints else None,
         pid=liveness.record.pid if liveness.alive and liveness.record else None,
         uptime_s=now - liveness.record.create_time if liveness.alive and liveness.record else None,
-        rss_bytes=rss, stale_pid_file=stale,
+        rss_bytes=rss, stale_pid_file=stale, skipped_records=skipped,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from rich import filesize
+
 
 def format_duration(seconds: Optional[float]) -> str:
     if seconds is None:
@@ -19,10 +21,5 @@ def format_duration(seconds: Optional[float]) -> str:
 
 
 def format_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+    """Decimal units (1 kB = 1000 bytes), as disks and ``ls -h --si`` count them."""
+    return "-" if n is None else filesize.decimal(int(n))

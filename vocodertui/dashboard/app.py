@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import wave
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -29,7 +28,8 @@ from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import RunFeed, RunView
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, HelpScreen, RunPicker
 from vocodertui.dashboard.widgets import CheckpointTable, EventLog, LossPlot, ProgressPanel, RunHeader, Spectrogram, SystemLine
-from vocodertui.rundir import RunPaths
+from trainer.records import LOSSES, SEGMENTS, title
+from trainer.rundir import RunPaths
 from vocodertui.runstate import list_runs, run_status
 from vocodertui.series import SMOOTHINGS, TREND_WINDOW
 
@@ -37,8 +37,7 @@ TICK_S = 1.0  # liveness, system figures and ETA are refreshed this often withou
 POLL_S = 0.25  # when watchfiles cannot watch the folder
 WINDOWS = (None, 10_000, 1_000)  # plot windows in steps; None is the whole run
 SMOOTHING_NAMES = {"raw": "raw", "ema": "EMA", "mean": "moving mean"}
-LOSS_PLOTS = (("loss_g", "G total"), ("loss_d", "D total"), ("loss_mel", "mel-L1"),
-              ("loss_adv", "adversarial"), ("loss_fm", "feature match"))
+LOSS_PLOTS = tuple((loss, title(loss)) for loss in LOSSES)
 RESUME_TIMEOUT_S = 600.0
 
 
@@ -170,7 +169,7 @@ class MonitorApp(App):
         self.view = view
         state = view.status.state
         if self.launching and view.status.pid and any(
-                e.get("event") in ("start", "resume") and e.get("pid") == view.status.pid for e in view.events[-50:]):
+                isinstance(e, SEGMENTS) and e.pid == view.status.pid for e in view.events[-50:]):
             self.launching = False  # the new trainer has loaded its checkpoint and said so
         self.query_one(RunHeader).show(view, self.launching)
         self.query_one(ProgressPanel).show(view)
@@ -232,7 +231,7 @@ class MonitorApp(App):
         widget = self.query_one(Spectrogram)
         try:
             audio, rate = spectrogram.read_wav(path)
-        except (OSError, ValueError, EOFError, wave.Error) as exc:
+        except spectrogram.READ_ERRORS as exc:
             self.call_later(widget.show, f"cannot read {path.name}: {exc}", None)
             return
         caption = f"{path.parent.name}/{path.name}  {len(audio) / rate:.2f} s at {rate} Hz"

@@ -11,15 +11,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import psutil
 
-from vocodertui import pidfile
+from trainer import pidfile
+from trainer.records import SEGMENTS, Event, Metrics, Validation, supersede
+from trainer.rundir import RunPaths
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, effective, rewinds_of
-from vocodertui.rundir import RunPaths, supersede
-from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status, log_interval
+from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status
 
 HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
 COLUMN = {name: i for i, name in enumerate(METRIC_COLUMNS)}
@@ -40,7 +41,8 @@ class RunView:
     status: RunStatus
     rows: np.ndarray  # the current timeline's metrics rows (METRIC_COLUMNS), step order
     rows_version: int  # changes whenever ``rows`` does
-    events: tuple[dict[str, Any], ...]
+    latest: Optional[Metrics]  # the newest metrics line of the current timeline
+    events: tuple[Event, ...]
     validations: tuple[tuple[int, float], ...]  # (step, val mel-L1) on the current timeline
     checkpoints: tuple[CheckpointInfo, ...]
     milestones: tuple[int, ...]
@@ -70,9 +72,8 @@ class RunFeed:
         self.clock = clock
         self.system = system
         self.metrics = MetricsFollower(run.metrics)
-        self.event_reader = JsonlFollower(run.events)
-        self.events: list[dict[str, Any]] = []
-        self.log_every = log_interval(run)
+        self.event_reader = JsonlFollower(run.events, Event)
+        self.events: list[Event] = []
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.rows_version = 0
         self._rows_stale = True
@@ -91,8 +92,6 @@ class RunFeed:
         if reset:
             self.events = []
         self.events.extend(new_events)
-        if any(e.get("event") in ("start", "resume") for e in new_events):
-            self.log_every = log_interval(self.run)  # a resume may bring another config
         rewinds = rewinds_of(new_events)
         if self.metrics.poll() or rewinds or reset:
             self._rows_stale = True
@@ -104,24 +103,27 @@ class RunFeed:
 
         liveness = pidfile.check(self.run)
         status = derive_status(self.run, self.events, list(self.metrics.last_records), liveness, self.clock(),
-                               self.log_every)
+                               skipped=self.event_reader.skipped + self.metrics.follower.skipped)
         timeline = supersede(self.events)
-        validations = tuple((e["step"], e["val_mel"]) for e in timeline
-                            if e.get("event") == "validation" and isinstance(e.get("val_mel"), (int, float)))
-        segment = next((e for e in reversed(self.events) if e.get("event") in ("start", "resume")), {})
+        validations = tuple((e.step, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
+        segment = next((e for e in reversed(self.events) if isinstance(e, SEGMENTS)), None)
+        rewinds = rewinds_of(self.events)
+        latest = self.metrics.last_records[-1] if self.metrics.last_records else None
+        if latest is not None and rewinds and latest.time < rewinds[-1][0]:
+            latest = None  # written before the last resume or rollback: another timeline
         return RunView(
-            run=self.run, status=status, rows=self.rows, rows_version=self.rows_version,
+            run=self.run, status=status, rows=self.rows, rows_version=self.rows_version, latest=latest,
             events=tuple(self.events), validations=validations,
             checkpoints=tuple(checkpoint_table(self.run, self.events)),
-            milestones=tuple(m for m in segment.get("milestones", ()) if isinstance(m, int)),
+            milestones=tuple(segment.milestones) if segment else (),
             samples=self._latest_samples(timeline), system=self.system(self.run, status.rss_bytes),
             indexing=not self.metrics.head_indexed,
         )
 
-    def _latest_samples(self, timeline: list[dict[str, Any]]) -> tuple[Path, ...]:
+    def _latest_samples(self, timeline: list[Event]) -> tuple[Path, ...]:
         for e in reversed(timeline):
-            if e.get("event") == "validation" and isinstance(e.get("samples"), str):
-                folder = self.run.root / e["samples"]
+            if isinstance(e, Validation) and e.samples is not None:
+                folder = self.run.root / e.samples
                 if folder.is_dir():
                     return tuple(sorted(folder.glob("*.wav")))
         return ()

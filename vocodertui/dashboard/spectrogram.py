@@ -1,34 +1,31 @@
 """A sample WAV as a terminal picture: log-power spectrogram on a mel-like axis, two pixels per cell.
 
-numpy and the standard library's ``wave`` only (the samples are 16-bit PCM mono, see
-docs/run-directory.md); the dashboard never imports torch.
+Read with soundfile, computed with numpy: the dashboard never imports torch.
 """
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
+from trainer.colormap import viridis
+
 N_FFT = 1024
 HOP = 256
 FLOOR_DB = -80.0
-# viridis at eight evenly spaced points, interpolated in between
-VIRIDIS = np.array([(68, 1, 84), (70, 50, 126), (54, 92, 141), (39, 127, 142), (31, 161, 135),
-                    (74, 193, 109), (160, 218, 57), (253, 231, 37)], dtype=np.float64)
+# what read_wav raises for a missing, unreadable or malformed file
+READ_ERRORS = (OSError, soundfile.SoundFileError)
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """16-bit PCM samples as floats in [-1, 1] (first channel) and the sampling rate."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path.name}: not 16-bit PCM")
-        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return frames[:: w.getnchannels()].astype(np.float64) / 32768.0, w.getframerate()
+    """The first channel as floats (in [-1, 1] for PCM) and the sampling rate, from any file soundfile reads."""
+    samples, rate = soundfile.read(path, dtype="float64", always_2d=True)
+    return samples[:, 0], rate
 
 
 def log_spectrogram(audio: np.ndarray) -> np.ndarray:
@@ -52,11 +49,12 @@ def to_grid(db: np.ndarray, sampling_rate: int, rows: int, cols: int) -> np.ndar
     return (grid[::-1] - FLOOR_DB) / -FLOOR_DB
 
 
+# colour() runs for every pixel of the picture: a table of 256 levels keeps it cheap
+_COLOURS = [Color.from_rgb(*rgb) for rgb in viridis(np.linspace(0.0, 1.0, 256))]
+
+
 def colour(value: float) -> Color:
-    x = min(max(value, 0.0), 1.0) * (len(VIRIDIS) - 1)
-    i = min(int(x), len(VIRIDIS) - 2)
-    r, g, b = VIRIDIS[i] + (VIRIDIS[i + 1] - VIRIDIS[i]) * (x - i)
-    return Color.from_rgb(r, g, b)
+    return _COLOURS[round(min(max(value, 0.0), 1.0) * 255)]
 
 
 def render_half_blocks(grid: np.ndarray) -> Text:

@@ -11,6 +11,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from trainer.records import (Checkpoint, Crashed, Event, Finished, NanRollback, Resume, Start, Stopped, Stopping,
+                             Validation, kind_of)
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import RunView
 from vocodertui.series import downsample, smooth, trend
@@ -87,9 +89,8 @@ class ProgressPanel(Widget):
         ticks = Text.assemble(*marks)
         stats = [f"step {s.step:,} / {target:,} ({100 * s.step / target:.0f} %)",
                  f"{s.steps_per_s:.2f} steps/s" if s.steps_per_s else "- steps/s", f"ETA {format_duration(s.eta_s)}"]
-        lr = view.column("lr")
-        if len(lr) and np.isfinite(lr[-1]):
-            stats.append(f"lr {lr[-1]:.3g}")
+        if view.latest is not None and view.latest.lr is not None:
+            stats.append(f"lr {view.latest.lr:.3g}")
         line = "  ·  ".join(stats)
         legend = "▲ checkpoint  ◆ milestone"
         if len(line) + len(legend) + 5 <= width:
@@ -144,22 +145,23 @@ def _clock(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
-EVENT_STYLES = {"crashed": "bold red", "nan_rollback": "yellow", "stopping": "yellow", "stopped": "yellow",
-                "finished": "green", "start": "cyan", "resume": "cyan", "validation": "dim"}
+EVENT_STYLES = {Crashed: "bold red", NanRollback: "yellow", Stopping: "yellow", Stopped: "yellow",
+                Finished: "green", Start: "cyan", Resume: "cyan", Validation: "dim"}
 
 
-def describe_event(e: dict) -> str:
-    kind = e.get("event")
-    if kind == "validation":
-        return f"val mel-L1 {e['val_mel']:.4f}" if isinstance(e.get("val_mel"), (int, float)) else "val mel-L1 -"
-    if kind == "checkpoint":
-        return f"{e.get('path')} ({e.get('reason')}, {format_bytes(e.get('size'))})"
-    if kind == "resume":
-        return f"from {e.get('checkpoint')}, pid {e.get('pid')}, target {e.get('target_step')}"
-    if kind == "start":
-        return f"{e.get('config')} on {e.get('device')}, pid {e.get('pid')}, target {e.get('target_step')}"
-    if kind in ("stopping", "stopped", "crashed", "nan_rollback"):
-        return str(e.get("reason", ""))
+def describe_event(e: Event) -> str:
+    if isinstance(e, Validation):
+        return f"val mel-L1 {e.val_mel:.4f}" if e.val_mel is not None else "val mel-L1 -"
+    if isinstance(e, Checkpoint):
+        return f"{e.path} ({e.reason}, {format_bytes(e.size)})"
+    if isinstance(e, Resume):
+        return f"from {e.checkpoint}, pid {e.pid}, target {e.target_step}"
+    if isinstance(e, Start):
+        return f"{e.config} on {e.device}, pid {e.pid}, target {e.target_step}"
+    if isinstance(e, (Stopping, Stopped, Crashed)):
+        return e.reason
+    if isinstance(e, NanRollback):
+        return f"step {e.failed_step} was not finite: back to {e.checkpoint}, batch {e.skipped_batch.batch} skipped"
     return ""
 
 
@@ -173,9 +175,8 @@ class EventLog(RichLog):
             self.clear()
             self.shown = 0
         for e in view.events[self.shown:]:
-            when = _clock(e["time"]) if isinstance(e.get("time"), (int, float)) else "?"
-            line = Text(f"{when}  step {e.get('step', '?'):>8}  ")
-            line.append(f"{e.get('event', '?'):<12}", style=EVENT_STYLES.get(e.get("event"), ""))
+            line = Text(f"{_clock(e.time)}  step {e.step:>8}  ")
+            line.append(f"{kind_of(type(e)):<12}", style=EVENT_STYLES.get(type(e), ""))
             line.append(" " + describe_event(e))
             self.write(line)
         self.shown = len(view.events)

@@ -1,17 +1,21 @@
 """The run directory: the only interface between the trainer and everything that watches it.
 
-See docs/run-directory.md. This module imports neither torch nor textual: the trainer writes through
-it and the dashboard and control commands read through it.
+See docs/run-directory.md; the records themselves are typed in ``trainer.records``. This module
+imports neither torch nor textual: the trainer writes through it and the dashboard and control
+commands read through it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
+
+import msgspec
+
+from trainer.records import EVENTS_DECODER, METRICS_DECODER, Event, Metrics, Record, encode
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -19,6 +23,7 @@ EVENTS = "events.jsonl"
 LOG = "trainer.log"
 PID = "trainer.pid"
 LOCK = "trainer.lock"
+PLAN = "start-plan.json"
 CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 
@@ -76,6 +81,10 @@ class RunPaths:
         return self.root / LOCK
 
     @property
+    def plan(self) -> Path:
+        return self.root / PLAN
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS
 
@@ -98,12 +107,6 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class JsonlWriter:
     """Appends records as whole lines, each with a single ``write`` on an O_APPEND descriptor.
 
@@ -121,9 +124,8 @@ class JsonlWriter:
                 if f.read(1) != b"\n":
                     os.write(self.fd, b"\n")
 
-    def write(self, record: dict[str, Any]) -> None:
-        clean = {k: _finite(v) for k, v in record.items()}
-        data = (json.dumps(clean, separators=(",", ":")) + "\n").encode()
+    def write(self, record: Record) -> None:
+        data = encode(record)
         written = os.write(self.fd, data)
         while written < len(data):  # only after a signal or a full disk; the line stays whole or torn at its end
             written += os.write(self.fd, data[written:])
@@ -132,30 +134,43 @@ class JsonlWriter:
         os.close(self.fd)
 
 
-def parse_lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """Records from raw lines; a torn or garbled line is skipped."""
+@dataclass
+class Decoded:
+    """The records that decoded, and how many whole lines did not (garbled, torn, wrong types)."""
+
+    records: list
+    skipped: int = 0
+
+
+def decode_lines(lines: Iterable[bytes], kind: type[Metrics] | type[Event]) -> Decoded:
+    """Records of ``kind`` (``Metrics`` for metrics.jsonl, ``Event`` for events.jsonl) from raw lines.
+
+    A line without its newline is still being written (or was torn by a crash) and is left out
+    without being counted; a whole line that does not decode into a record is skipped and counted.
+    """
+    decoder = METRICS_DECODER if kind is Metrics else EVENTS_DECODER
+    out = Decoded([])
     for line in lines:
         if not line.endswith(b"\n"):
-            continue  # still being written, or torn by a crash
-        try:
-            record = json.loads(line)
-        except ValueError:
             continue
-        if isinstance(record, dict):
-            yield record
+        try:
+            out.records.append(decoder.decode(line))
+        except msgspec.DecodeError:  # ValidationError is a DecodeError too
+            out.skipped += 1 if line.strip() else 0
+    return out
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every whole record of a JSONL file (an absent file has none)."""
+def read_records(path: Path, kind: type[Metrics] | type[Event]) -> Decoded:
+    """Every record of a JSONL file (an absent file has none)."""
     try:
         with open(path, "rb") as f:
-            return list(parse_lines(f))
+            return decode_lines(f, kind)
     except FileNotFoundError:
-        return []
+        return Decoded([])
 
 
-def tail_records(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
-    """The whole records in the last ``max_bytes`` of a JSONL file (cheap on a file of any size)."""
+def tail_records(path: Path, kind: type[Metrics] | type[Event], max_bytes: int = 65536) -> Decoded:
+    """The records in the last ``max_bytes`` of a JSONL file (cheap on a file of any size)."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -163,28 +178,25 @@ def tail_records(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
             f.seek(start)
             lines = f.read().splitlines(keepends=True)
     except FileNotFoundError:
-        return []
+        return Decoded([])
     if start and lines:
         lines = lines[1:]  # the byte before the window ends the line it cuts, or is that line's tail
-    return list(parse_lines(lines))
+    return decode_lines(lines, kind)
 
 
-def supersede(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records in step order once resumes are accounted for.
-
-    A run resumed (or rolled back after a non-finite loss) to the checkpoint at step S recomputes
-    every step after S, so a ``start`` (S = 0), ``resume`` or ``nan_rollback`` event at S drops earlier records with step > S, and a metrics line for step s replaces any
-    earlier line for a step >= s.
-    """
-    kept: list[dict[str, Any]] = []
-    for record in records:
-        step = record.get("step")
-        if isinstance(step, int):
-            if "event" not in record:
-                while kept and kept[-1].get("step", -1) >= step:
-                    kept.pop()
-            elif record["event"] in ("start", "resume", "nan_rollback"):
-                while kept and kept[-1].get("step", -1) > step:
-                    kept.pop()
-        kept.append(record)
-    return kept
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every whole line of a JSONL file that is a JSON object, as plain data: for tools and tests
+    that want the raw records (the product reads through ``read_records``)."""
+    found = []
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    record = json.loads(line) if line.endswith(b"\n") else None
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    found.append(record)
+    except FileNotFoundError:
+        pass
+    return found

@@ -18,7 +18,7 @@ from typing import Optional
 
 import psutil
 
-from vocodertui.rundir import RunPaths, write_text_atomic
+from trainer.rundir import RunPaths, write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""Records for crafted run directories: any kind from trainer.records, with the fields a test does
+not care about filled with typed placeholders, so the readers decode it as the trainer's own."""
+
+from __future__ import annotations
+
+import msgspec
+
+PLACEHOLDERS = {msgspec.inspect.IntType: 0, msgspec.inspect.FloatType: 0.0, msgspec.inspect.StrType: "",
+                msgspec.inspect.ListType: []}
+
+
+def _placeholder(info):
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _placeholder(info.type)
+    if isinstance(info, msgspec.inspect.StructType):
+        return make(info.cls)
+    if isinstance(info, msgspec.inspect.UnionType):
+        return None
+    return PLACEHOLDERS[type(info)]
+
+
+def make(kind, **given):
+    """A ``kind`` record with ``given`` fields and placeholders for its other required ones."""
+    fields = {f.name: _placeholder(f.type) for f in msgspec.inspect.type_info(kind).fields
+              if f.required and f.name not in given}
+    return kind(**fields, **given)
+
+
+def line(kind, **given) -> str:
+    """The same record as the line the trainer would write (with its newline)."""
+    return msgspec.json.encode(make(kind, **given)).decode() + "\n"

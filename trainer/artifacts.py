@@ -1,0 +1,128 @@
+"""What training leaves in the run directory: metrics and events, validation scores and samples,
+checkpoints and their retention. Rank 0 alone writes; every rank passes the same barriers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from trainer import checkpoint as ckpt
+from trainer.audio import write_wav
+from trainer.config import Config
+from trainer.data import VocoderData
+from trainer.distributed import World
+from trainer.gan import Gan
+from trainer.records import Checkpoint, Event, Metrics, Validation
+from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_records, sample_dir_name
+from trainer.spectrogram_png import write_comparison
+
+log = logging.getLogger("trainer")
+
+
+class Artifacts:
+    def __init__(self, cfg: Config, run: RunPaths, world: World):
+        self.cfg = cfg
+        self.run = run
+        self.world = world
+        self.metrics = JsonlWriter(run.metrics) if world.is_main else None
+        self.events = JsonlWriter(run.events) if world.is_main else None
+        self.last_validation: Optional[tuple[int, Optional[float]]] = None  # (step, val mel-L1)
+        self.checkpoint_vals: dict[int, Optional[float]] = {}  # the checkpoints retention knows of
+
+    def event(self, kind: type[Event], step: int, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.write(kind(time=time.time(), step=step, **fields))
+
+    def write_metrics(self, record: Metrics) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+
+    def val_at(self, step: int) -> Optional[float]:
+        if self.last_validation and self.last_validation[0] == step:
+            return self.last_validation[1]
+        return None
+
+    def known_checkpoints(self) -> None:
+        """Validation scores of the checkpoints already on disk, from the events log (at a resume)."""
+        on_disk = {step for step, _ in self.run.checkpoint_files()}
+        for e in read_records(self.run.events, Event).records:
+            if isinstance(e, Checkpoint) and e.step in on_disk:
+                self.checkpoint_vals[e.step] = e.val_mel
+
+    # ---------------------------------------------------------------------------- validation
+
+    def validate(self, gan: Gan, data: VocoderData, step: int) -> None:
+        if self.world.is_main:
+            self._validate(gan, data, step)
+        self.world.barrier()
+
+    @torch.no_grad()
+    def _validate(self, gan: Gan, data: VocoderData, step: int) -> None:
+        started = time.time()
+        gan.generator.eval()
+        errors = []
+        n_samples = self.cfg.schedule.val_samples
+        final_dir = self.run.samples / sample_dir_name(step)
+        tmp_dir = self.run.samples / f".{final_dir.name}.tmp"
+        if n_samples:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            tmp_dir.mkdir(parents=True)
+        for i, utt in enumerate(data.val):
+            mel, audio = data.validation_item(utt)
+            y_g_hat = gan.generator(mel.to(gan.device)).squeeze(1).float()
+            real = gan.loss_mel(audio.to(gan.device))
+            fake = gan.loss_mel(y_g_hat)
+            errors.append(F.l1_loss(real, fake).item())
+            if i < n_samples:
+                write_wav(tmp_dir / f"{utt.id}.wav", y_g_hat[0].cpu().numpy(), self.cfg.audio.sampling_rate)
+                write_comparison(tmp_dir / f"{utt.id}.png", real[0].cpu().numpy(), fake[0].cpu().numpy())
+        gan.generator.train()
+        if n_samples:
+            shutil.rmtree(final_dir, ignore_errors=True)
+            os.replace(tmp_dir, final_dir)
+        val_mel = sum(errors) / len(errors)
+        self.last_validation = (step, val_mel)
+        self.event(Validation, step, val_mel=val_mel, seconds=round(time.time() - started, 3),
+                   samples=str(final_dir.relative_to(self.run.root)) if n_samples else None)
+        log.info("step %d: validation mel-L1 %.4f", step, val_mel)
+
+    # --------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, state: dict[str, Any], reason: str) -> None:
+        """Write ``state`` (the trainer's, with ``step``, ``epoch`` and ``val_mel``) atomically, then
+        apply retention. Every rank waits for the file: a rollback may read it."""
+        if self.world.is_main:
+            step = state["step"]
+            path = self.run.checkpoints / checkpoint_name(step)
+            self.run.checkpoints.mkdir(exist_ok=True)
+            size = ckpt.save_atomic(state, path)
+            self.checkpoint_vals[step] = state["val_mel"]
+            self.event(Checkpoint, step, path=str(path.relative_to(self.run.root)), size=size, val_mel=state["val_mel"],
+                       epoch=state["epoch"], reason=reason)
+            log.info("step %d: checkpoint %s (%s)", step, path.name, reason)
+            self._prune_checkpoints()
+        self.world.barrier()
+
+    def _prune_checkpoints(self) -> None:
+        """Keep the last ``keep_last`` checkpoints, the best by validation mel-L1, and every milestone."""
+        steps = sorted(self.checkpoint_vals)
+        keep = set(steps[-self.cfg.schedule.keep_last:]) | set(self.cfg.schedule.milestones)
+        scored = [(v, s) for s, v in self.checkpoint_vals.items() if v is not None and math.isfinite(v)]
+        if scored:
+            keep.add(min(scored)[1])
+        for step in steps:
+            if step not in keep:
+                (self.run.checkpoints / checkpoint_name(step)).unlink(missing_ok=True)
+                del self.checkpoint_vals[step]
+
+    def close(self) -> None:
+        for writer in (self.metrics, self.events):
+            if writer is not None:
+                writer.close()

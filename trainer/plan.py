@@ -1,0 +1,345 @@
+"""The start plan: one pure decision, from what the user asked for to exactly what will be trained.
+
+``make_plan`` resolves the request (config, data, run, resume, target) and runs every check that can
+fail before a trainer is launched, each reported as one line. ``vocodertui check`` renders the plan,
+``vocodertui start`` refuses it unless every check passed and hands it, as a file, to the trainer
+(``python -m trainer PLAN``), which executes it without deciding anything again. So ``check`` ✓ ⇔
+``start`` starts, and a resume trains with the config that was checked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import psutil
+import soundfile as sf
+import yaml
+from rich.filesize import decimal as format_bytes
+
+from trainer import pidfile
+from trainer.config import Config, config_from_dict, load_config, signature_mismatch
+from trainer.errors import UserError
+from trainer.rundir import RunPaths
+
+DEMO_DATA = "@demo"  # data.path value: the corpus vocodertui synthesises itself
+DEPENDENCIES = ("torch", "numpy", "soundfile", "soxr", "yaml", "psutil", "msgspec")
+
+
+@dataclass
+class StartRequest:
+    config: Optional[str] = None  # default: the run's own config when continuing it, else the demo
+    data: Optional[str] = None
+    run: Optional[str] = None
+    logs_dir: str = "logs"
+    resume: Optional[str] = None  # "latest" or a checkpoint path
+    target_step: Optional[int] = None
+    mels_dir: Optional[str] = None
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class StartPlan:
+    """What will be trained: the effective config (data path, mels, target step filled in), the run
+    directory, and the checkpoint to continue from (None: from step 0)."""
+
+    logs_dir: Path
+    run: Optional[RunPaths] = None
+    config: Optional[Config] = None
+    continuing: bool = False  # the run has history and goes on from it
+    resume_from: Optional[Path] = None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def refuse_unless_ok(self) -> None:
+        failed = [c for c in self.checks if not c.ok]
+        if failed:
+            more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
+            raise UserError(f"{failed[0].detail}{more}; nothing was started")
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "logs_dir": str(self.logs_dir.resolve()), "run": str(self.run.root.resolve()),
+            "config": self.config.to_dict(), "continuing": self.continuing,
+            "resume_from": str(self.resume_from.resolve()) if self.resume_from else None,
+            "checks": [c.__dict__ for c in self.checks],
+        }, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> StartPlan:
+        try:
+            raw = json.loads(text)
+            return cls(
+                logs_dir=Path(raw["logs_dir"]), run=RunPaths(Path(raw["run"])),
+                config=config_from_dict(raw["config"], source=f"{source} config"), continuing=bool(raw["continuing"]),
+                resume_from=Path(raw["resume_from"]) if raw["resume_from"] else None,
+                checks=[Check(**c) for c in raw["checks"]],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{source} is not a start plan that vocodertui wrote ({exc})") from None
+
+
+def make_plan(req: StartRequest) -> StartPlan:
+    """Resolve ``req`` and check everything that can be known to fail before training starts."""
+    plan = StartPlan(logs_dir=Path(req.logs_dir))
+    steps: list[tuple[str, Callable[[StartRequest, StartPlan], str]]] = [
+        ("configuration", _resolve_config),
+        ("run directory", _resolve_run_dir),
+        ("data", _check_data),
+        ("resume checkpoint", _resolve_resume),
+        ("dependencies", _check_dependencies),
+        ("disk", _check_disk),
+        ("memory", _check_memory),
+        ("CPU threads", _check_threads),
+    ]
+    for name, step in steps:
+        try:
+            plan.checks.append(Check(name, True, step(req, plan)))
+        except UserError as exc:
+            plan.checks.append(Check(name, False, str(exc)))
+            if name == "configuration":
+                break  # nothing else can be judged without a config
+    return plan
+
+
+def named_run(req: StartRequest) -> Optional[RunPaths]:
+    """The run named by --run, or the run whose checkpoint --resume names; None for a new run."""
+    if req.run:
+        if "/" in req.run or req.run.startswith("."):
+            raise UserError(f"invalid run name {req.run!r}: use a plain folder name")
+        return RunPaths(Path(req.logs_dir) / req.run)
+    if req.resume == "latest":
+        raise UserError("--resume latest needs --run NAME (the run to continue)")
+    if req.resume and Path(req.resume).resolve().parent.name == "checkpoints":
+        return RunPaths(Path(req.resume).resolve().parent.parent)
+    return None
+
+
+def has_history(run: RunPaths) -> bool:
+    return run.events.exists() or bool(run.checkpoint_files())
+
+
+def _resolve_config(req: StartRequest, plan: StartPlan) -> str:
+    """--config, else the config a continued run was trained with, else the demo."""
+    run = named_run(req)
+    plan.continuing = req.resume is not None and run is not None and has_history(run)
+    if req.config:
+        cfg = load_config(req.config)
+    elif plan.continuing and run.config.is_file():
+        try:
+            raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            raise UserError(f"{run.config} is malformed YAML: pass --config") from None
+        cfg = config_from_dict(raw, source=str(run.config))
+    else:
+        cfg = load_config("demo")
+    if req.mels_dir:
+        cfg.data.mels_dir = req.mels_dir
+    if req.target_step:
+        cfg.training.target_step = req.target_step
+    if cfg.training.precision == "fp16" and not _cuda_available(cfg):
+        raise UserError("training.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    plan.config = cfg
+    g, d = _model_sizes(cfg)
+    a = cfg.audio
+    return (f"{cfg.name}: {a.sampling_rate} Hz, {a.num_mels} mels, hop {a.hop_size}; generator {g / 1e6:.2f} M, "
+            f"discriminators {d / 1e6:.2f} M parameters; batch {cfg.training.batch_size}, target step {cfg.training.target_step}")
+
+
+def _cuda_available(cfg: Config) -> bool:
+    import torch
+
+    return cfg.training.device != "cpu" and torch.cuda.is_available()
+
+
+def _model_sizes(cfg: Config) -> tuple[int, int]:
+    """Parameter counts of G and of the discriminators, built on the meta device (no memory, no time)."""
+    import torch
+
+    from trainer.gan import build_discriminators, build_generator
+
+    with torch.device("meta"):
+        g = sum(p.numel() for p in build_generator(cfg).parameters())
+        d = sum(p.numel() for m in build_discriminators(cfg).values() for p in m.parameters())
+    return g, d
+
+
+def _resolve_run_dir(req: StartRequest, plan: StartPlan) -> str:
+    run = named_run(req) or RunPaths(Path(req.logs_dir) / f"{plan.config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    plan.run = run
+    live = pidfile.check(run)
+    if live.alive:
+        raise UserError(f"run {run.name} is being trained right now by process {live.record.pid}: "
+                        f"stop it first (vocodertui stop --run {run.name})")
+    if req.resume is None and has_history(run):
+        raise UserError(f"run {run.name} already exists in {run.root.parent}: continue it with --resume latest, "
+                        "or pick another --run")
+    if req.resume == "latest" and not has_history(run):
+        raise UserError(f"run {run.name} not found in {run.root.parent}" if not run.root.is_dir()
+                        else f"run {run.name} has nothing to resume: no events and no checkpoints")
+    probe_dir = run.root if run.root.is_dir() else _nearest_existing(run.root)
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".write-test"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write in {probe_dir}: {exc.strerror}") from None
+    note = f"; a stale PID file will be replaced ({live.reason})" if live.record is not None else ""
+    return f"{'continue' if plan.continuing else 'new run'} {run.root} (writable){note}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    wanted = path
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        raise UserError(f"cannot create run directory {wanted}: {path} is a file, not a folder")
+    return path
+
+
+def _check_data(req: StartRequest, plan: StartPlan) -> str:
+    from trainer.data import discover, split
+
+    cfg = plan.config
+    path = req.data or cfg.data.path
+    if path is None:
+        raise UserError(f"config {cfg.name} names no data: pass --data DIR (LJSpeech layout or a folder of audio files)")
+    if path == DEMO_DATA:
+        from trainer.demo_corpus import ensure_demo_corpus
+
+        cache = Path(req.logs_dir) / ".cache"
+        try:
+            data_dir = ensure_demo_corpus(cache)
+        except OSError as exc:
+            raise UserError(f"cannot write the demo corpus into {cache}: {exc.strerror}") from None
+    else:
+        data_dir = Path(path)
+    cfg.data.path = str(data_dir.resolve())
+    utterances = discover(data_dir)
+    train, _ = split(utterances, cfg.data.val_count, cfg.training.seed)
+    if len(train) < cfg.training.batch_size:
+        raise UserError(f"{len(train)} training files after the validation split, fewer than the batch size {cfg.training.batch_size}")
+    seconds, resampled, multichannel = 0.0, 0, 0
+    for utt in utterances:
+        try:
+            info = sf.info(str(utt.audio_path))
+        except Exception as exc:
+            raise UserError(f"cannot read audio file {utt.audio_path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        if info.frames == 0:
+            raise UserError(f"audio file {utt.audio_path} is empty (no samples)")
+        if info.frames * cfg.audio.sampling_rate / info.samplerate < cfg.audio.n_fft:
+            raise UserError(f"audio file {utt.audio_path} is too short ({info.frames} samples)")
+        seconds += info.frames / info.samplerate
+        resampled += info.samplerate != cfg.audio.sampling_rate
+        multichannel += info.channels > 1
+    notes = [f"{len(utterances)} files, {seconds / 3600:.2f} h"]
+    if resampled:
+        notes.append(f"{resampled} will be resampled to {cfg.audio.sampling_rate} Hz")
+    if multichannel:
+        notes.append(f"{multichannel} will be downmixed to mono")
+    return f"{data_dir}: " + ", ".join(notes)
+
+
+def load_resume_state(path: Path) -> dict[str, Any]:
+    """A checkpoint to continue from: ours, or a jik876 g_ file (with its do_ pair when present)."""
+    from trainer import checkpoint as ckpt
+
+    state = ckpt.load_file(path)
+    return state if ckpt.is_ours(state) else ckpt.load_jik876_pair(path)
+
+
+def _resolve_resume(req: StartRequest, plan: StartPlan) -> str:
+    """The checkpoint file to continue from, and the target step: --target-step, then the
+    checkpoint's saved target, then the config's."""
+    from trainer import checkpoint as ckpt
+
+    if req.resume is None:
+        return "none (a new run from step 0)"
+    passed_over: list[str] = []
+    if req.resume == "latest":
+        found = ckpt.latest_valid(plan.run, passed_over)
+        if found is None:
+            return "; ".join([*passed_over, f"run {plan.run.name} has no valid checkpoint yet: it starts again from step 0"])
+        path, state = found
+    else:
+        path = Path(req.resume)
+        state = load_resume_state(path)
+    if "signature" in state:
+        mismatch = signature_mismatch(state["signature"], plan.config.model_signature())
+        if mismatch:
+            raise UserError(f"{path} does not fit the config: {mismatch}")
+    step = int(state.get("step", 0))
+    saved_target = state.get("config", {}).get("training", {}).get("target_step")
+    target = req.target_step or saved_target or plan.config.training.target_step
+    if step >= target:
+        raise UserError(f"run {plan.run.name} already reached step {step} (target {target}) in {path}: "
+                        f"pass --target-step N with N > {step} to train further")
+    plan.config.training.target_step = target
+    plan.resume_from = path.resolve()
+    return "; ".join([*passed_over, f"{path} (step {step}, compatible; trains to step {target})"])
+
+
+def _check_dependencies(req: StartRequest, plan: StartPlan) -> str:
+    versions = []
+    for name in DEPENDENCIES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"cannot import {name}: {exc}") from None
+        versions.append(f"{name} {getattr(module, '__version__', '?')}")
+    import torch
+
+    if plan.config.training.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device is 'cuda' but torch sees no CUDA device (CPU build or no GPU)")
+    accel = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU" if torch.cuda.is_available() else "CPU only"
+    return ", ".join(versions) + f" ({accel})"
+
+
+def _check_disk(req: StartRequest, plan: StartPlan) -> str:
+    cfg = plan.config
+    g, d = _model_sizes(cfg)
+    checkpoint_bytes = 3 * 4 * (g + d)  # weights and AdamW's two moments, fp32
+    kept = cfg.schedule.keep_last + 1 + len(cfg.schedule.milestones)
+    validations = cfg.training.target_step // cfg.schedule.validate_every
+    sample_bytes = validations * cfg.schedule.val_samples * (6 * cfg.audio.sampling_rate * 2 + 60_000)
+    needed = kept * checkpoint_bytes + sample_bytes
+    free = shutil.disk_usage(_nearest_existing(Path(req.logs_dir).resolve())).free
+    detail = (f"{format_bytes(free)} free; about {format_bytes(needed)} needed "
+              f"({kept} checkpoints of {format_bytes(checkpoint_bytes)}, samples {format_bytes(sample_bytes)})")
+    if free < needed:
+        raise UserError(detail)
+    return detail
+
+
+def _check_memory(req: StartRequest, plan: StartPlan) -> str:
+    vm = psutil.virtual_memory()
+    detail = f"{format_bytes(vm.available)} available of {format_bytes(vm.total)}"
+    if vm.available < 1 << 30:
+        raise UserError(detail + ": less than 1 GB")
+    return detail
+
+
+def _check_threads(req: StartRequest, plan: StartPlan) -> str:
+    import torch
+
+    cores = len(os.sched_getaffinity(0))
+    threads = plan.config.training.threads or torch.get_num_threads()
+    detail = f"{threads} torch threads on {cores} usable cores, {plan.config.training.num_workers} loader workers"
+    if threads > cores:
+        raise UserError(detail + ": more threads than cores slows training down")
+    return detail

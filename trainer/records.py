@@ -1,0 +1,215 @@
+"""The run directory's contract: every kind of line in ``metrics.jsonl`` and ``events.jsonl``, typed.
+
+The trainer writes these structs and every reader decodes lines into them, so a field's name and
+type are stated once, here. A line that does not decode (torn, not JSON, a field missing or of the
+wrong type, an unknown event) is skipped and counted by the reader, never raised. The field tables
+of docs/run-directory.md are generated from this module (``python -m trainer.records``) and a test
+holds the document to them. Imports neither torch nor textual.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional, Union
+
+import msgspec
+
+
+def described(kind, meaning: str, title: Optional[str] = None):
+    """``kind`` annotated with the meaning the docs table shows (and a short title for plots)."""
+    extra = {"title": title} if title else {}
+    return Annotated[kind, msgspec.Meta(description=meaning, **extra)]
+
+
+Time = described(float, "Unix time when the line was written")
+Step = described(int, "completed optimizer steps (see \"Step numbering\")")
+
+
+class Metrics(msgspec.Struct):
+    """One line of metrics.jsonl: means over the steps since the previous line."""
+
+    time: Time
+    step: described(int, "completed steps (a multiple of `log_every`)")
+    epoch: described(Optional[int], "current epoch, from 0") = None
+    loss_g: described(Optional[float], "generator loss: `loss_adv + loss_fm + lambda_mel * loss_mel`", "G total") = None
+    loss_d: described(Optional[float], "discriminator loss (MSD + MPD least-squares loss)", "D total") = None
+    loss_mel: described(Optional[float], "mel L1 between real and generated audio (loss mel, `fmax_for_loss`), **not** weighted",
+                        "mel-L1") = None
+    loss_adv: described(Optional[float], "generator adversarial loss, MSD + MPD, **already multiplied by `lambda_adv`**",
+                        "adversarial") = None
+    loss_fm: described(Optional[float], "feature-matching loss, MSD + MPD, **already multiplied by `lambda_fm`**",
+                       "feature match") = None
+    lr: described(Optional[float], "current learning rate of the generator optimizer (the discriminator's is not logged)") = None
+    steps_per_s: described(Optional[float], "steps in the interval ÷ wall time of the interval; `null` if that time is 0") = None
+    grad_norm_g: described(Optional[float], "total L2 gradient norm of the generator, after unscaling and before clipping") = None
+    grad_norm_d: described(Optional[float], "the same for both discriminators") = None
+
+
+# The losses the training step returns, in this order, and the dashboard plots.
+LOSSES = ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm")
+
+
+class Event(msgspec.Struct, tag_field="event"):
+    """A line of events.jsonl; ``event`` names its kind (the struct's tag)."""
+
+    time: Time
+    step: described(int, "the trainer's step when the event was written")
+
+
+class Segment(Event):
+    """What a start and a resume both say about the process that trains from here on."""
+
+    config: described(str, "config name (`name` in the config)")
+    pid: described(int, "process id of the trainer (rank 0 under torchrun), the same as in `trainer.pid`")
+    target_step: described(int, "step this process trains to")
+    device: described(str, "`str(torch.device)`: `\"cpu\"`, `\"cuda\"`, or `\"cuda:<local rank>\"` under torchrun on GPUs")
+    precision: described(str, "`fp32`, `bf16` or `fp16`")
+    threads: described(int, "`torch.get_num_threads()` of this process")
+    milestones: described(list[int], "`schedule.milestones`")
+
+
+class Start(Segment, tag="start"):
+    data: described(str, "data folder used")
+    train_files: described(int, "utterances in the training set")
+    val_files: described(int, "utterances in the validation set")
+    params_g: described(int, "generator parameter count")
+    params_d: described(int, "MPD + MSD parameter count")
+
+
+class Resume(Segment, tag="resume"):
+    checkpoint: described(str, "the file resumed from, relative to the run folder when it lies inside it, else absolute")
+    epoch: described(int, "the checkpoint's epoch")
+    superseded: described(list[int], "steps of newer checkpoints set aside into `checkpoints/superseded/`")
+
+
+class Validation(Event, tag="validation"):
+    val_mel: described(Optional[float], "mean over the validation utterances of the mel L1 (loss mel, whole utterances, fp32)")
+    seconds: described(float, "duration of the validation, rounded to ms")
+    samples: described(Optional[str], "sample folder relative to the run (`samples/step_XXXXXXXX`); `null` when `val_samples` is 0")
+
+
+class Checkpoint(Event, tag="checkpoint"):
+    path: described(str, "relative to the run: `checkpoints/ckpt_XXXXXXXX.pt`")
+    size: described(int, "file size in bytes")
+    val_mel: described(Optional[float], "`val_mel` of a validation at this same step, else `null`")
+    epoch: described(int, "epoch at save time")
+    reason: described(str, "`milestone`, `requested`, `scheduled`, `stop` or `final` (see below)")
+
+
+class Milestone(Event, tag="milestone"):
+    milestone: described(int, "the milestone reached, the same as `step`")
+
+
+class Stopping(Event, tag="stopping"):
+    reason: described(str, "the signal's name, `SIGINT` or `SIGTERM`")
+
+
+class Stopped(Event, tag="stopped"):
+    reason: described(str, "the signal's name, or `stop on rank 0` (see below)")
+
+
+class Finished(Event, tag="finished"):
+    target_step: described(int, "the same as `step`")
+
+
+class SkippedBatch(msgspec.Struct):
+    epoch: int
+    batch: int
+
+
+class NanRollback(Event, tag="nan_rollback"):
+    failed_step: described(int, "the step that gave the non-finite loss (the previous step + 1)")
+    checkpoint: described(str, "the checkpoint rolled back to, relative to the run (`step` is its step)")
+    skipped_batch: described(SkippedBatch, "`{\"epoch\": int, \"batch\": int}`: the batch that was skipped")
+    strikes: described(int, "non-finite steps in a row so far: 1 or 2")
+
+
+class Crashed(Event, tag="crashed"):
+    reason: described(str, "`\"interrupted\"` for `KeyboardInterrupt`, else `\"<ExceptionType>: <message>\"`")
+    traceback: described(str, "the formatted traceback")
+
+
+EVENTS = (Start, Resume, Validation, Checkpoint, Milestone, Stopping, Stopped, Finished, NanRollback, Crashed)
+AnyEvent = Union[EVENTS]
+# A new timeline begins at these: records written before one for later steps are void (see supersede).
+REWINDS = (Start, Resume, NanRollback)
+SEGMENTS = (Start, Resume)
+ENDINGS = (Stopped, Finished, Crashed)
+# The last of these says what a trainer is doing: training, stopping, or gone.
+CONTROLS = (Start, Resume, Stopping, Stopped, Finished, Crashed)
+
+Record = Union[Metrics, AnyEvent]
+
+
+def kind_of(event_type: type[Event]) -> str:
+    """The ``event`` value a struct is written with."""
+    return event_type.__struct_config__.tag
+
+
+def title(metric: str) -> str:
+    """The short name of a metrics field (for plot titles)."""
+    for field in msgspec.inspect.type_info(Metrics).fields:
+        if field.name == metric:
+            return field.type.extra_json_schema.get("title", metric)
+    raise KeyError(metric)
+
+
+def supersede(records: list[Record]) -> list[Record]:
+    """Records in step order once resumes are accounted for.
+
+    A run resumed (or rolled back after a non-finite loss, or started again) from the checkpoint at
+    step S recomputes every step after S, so a ``REWINDS`` event at S drops earlier records with a
+    step > S, and a metrics line for step s replaces any earlier line for a step >= s.
+    """
+    kept: list[Record] = []
+    for record in records:
+        if isinstance(record, Metrics):
+            while kept and kept[-1].step >= record.step:
+                kept.pop()
+        elif isinstance(record, REWINDS):
+            while kept and kept[-1].step > record.step:
+                kept.pop()
+        kept.append(record)
+    return kept
+
+
+METRICS_DECODER = msgspec.json.Decoder(Metrics)
+EVENTS_DECODER = msgspec.json.Decoder(AnyEvent)
+ENCODER = msgspec.json.Encoder()
+
+
+def encode(record: Record) -> bytes:
+    """One line of compact JSON; NaN and ±inf anywhere become null."""
+    return ENCODER.encode(record) + b"\n"
+
+
+def _type_name(info: msgspec.inspect.Type) -> str:
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _type_name(info.type)
+    if isinstance(info, msgspec.inspect.UnionType):
+        return "\\|".join(_type_name(t) for t in info.types)
+    if isinstance(info, msgspec.inspect.ListType):
+        return f"list of {_type_name(info.item_type)}"
+    names = {msgspec.inspect.IntType: "int", msgspec.inspect.FloatType: "float", msgspec.inspect.StrType: "string",
+             msgspec.inspect.NoneType: "null", msgspec.inspect.StructType: "object"}
+    return names[type(info)]
+
+
+def markdown_table(kind: type[msgspec.Struct]) -> str:
+    """The docs table of a record kind's fields (the common ``time``, ``step`` and ``event`` first)."""
+    rows = ["| field | type | meaning |", "|---|---|---|"]
+    for field in msgspec.inspect.type_info(kind).fields:
+        meaning = field.type.extra_json_schema["description"] if isinstance(field.type, msgspec.inspect.Metadata) else ""
+        rows.append(f"| `{field.name}` | {_type_name(field.type)} | {meaning} |")
+    return "\n".join(rows)
+
+
+def markdown_tables() -> dict[str, str]:
+    """Each record kind's table, by the name the docs give it (``metrics`` or the event's kind)."""
+    tables = {"metrics": markdown_table(Metrics)}
+    tables.update({kind_of(e): markdown_table(e) for e in EVENTS})
+    return tables
+
+
+if __name__ == "__main__":
+    for name, table in markdown_tables().items():
+        print(f"### {name}\n\n{table}\n")
