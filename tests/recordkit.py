@@ -16,6 +16,8 @@ def _placeholder(info):
         return make(info.cls)
     if isinstance(info, msgspec.inspect.UnionType):
         return None
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return info.values[0]
     return PLACEHOLDERS[type(info)]
 
 

@@ -9,7 +9,7 @@ holds the document to them. Imports neither torch nor textual.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import msgspec
 
@@ -92,7 +92,8 @@ class Checkpoint(Event, tag="checkpoint"):
     size: described(int, "file size in bytes")
     val_mel: described(Optional[float], "`val_mel` of a validation at this same step, else `null`")
     epoch: described(int, "epoch at save time")
-    reason: described(str, "`milestone`, `requested`, `scheduled`, `stop` or `final` (see below)")
+    reason: described(Literal["milestone", "requested", "scheduled", "stop", "final"],
+                      "`milestone`, `requested`, `scheduled`, `stop` or `final` (see below)")
 
 
 class Milestone(Event, tag="milestone"):
@@ -190,7 +191,7 @@ def _type_name(info: msgspec.inspect.Type) -> str:
     if isinstance(info, msgspec.inspect.ListType):
         return f"list of {_type_name(info.item_type)}"
     names = {msgspec.inspect.IntType: "int", msgspec.inspect.FloatType: "float", msgspec.inspect.StrType: "string",
-             msgspec.inspect.NoneType: "null", msgspec.inspect.StructType: "object"}
+             msgspec.inspect.NoneType: "null", msgspec.inspect.StructType: "object", msgspec.inspect.LiteralType: "string"}
     return names[type(info)]
 
 
