@@ -1,9 +1,6 @@
-"""What is trained and how one step updates it: the generator and discriminators the config names,
-their optimisers and schedules, and the reference's update (D step, then G step).
-
-A new generator or discriminator kind is a module registered here under the name the config uses
-(``generator.type``, ``discriminator.kinds``); the step sums over whatever discriminators there are,
-so the training loop never changes for one.
+"""What is trained and how one step updates it: the generator and discriminators the config names
+(see trainer/registry.py), their optimisers and schedules, and the reference's update (D step,
+then G step), summed over whatever discriminators there are.
 """
 
 from __future__ import annotations
@@ -19,29 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.config import DISCRIMINATOR_KINDS, GENERATOR_TYPES, Config
+from trainer.config import Config
 from trainer.distributed import World
 from trainer.losses import discriminator_loss, feature_loss, generator_loss
 from trainer.mel import loss_mel
-from trainer.models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
 from trainer.records import LOSSES
-
-GENERATORS = {"hifigan": lambda cfg: Generator(cfg.generator, cfg.audio.num_mels)}
-# In the reference's order (MSD, then MPD): its discriminator optimiser state lists their
-# parameters so, and the losses are summed so, which keeps fp32 results equal to it bit for bit.
-DISCRIMINATORS = {"msd": lambda cfg: MultiScaleDiscriminator(cfg.discriminator),
-                  "mpd": lambda cfg: MultiPeriodDiscriminator(cfg.discriminator)}
-assert tuple(GENERATORS) == GENERATOR_TYPES and tuple(DISCRIMINATORS) == DISCRIMINATOR_KINDS
-
-
-def build_generator(cfg: Config) -> torch.nn.Module:
-    return GENERATORS[cfg.generator.type](cfg)
-
-
-def build_discriminators(cfg: Config) -> dict[str, torch.nn.Module]:
-    """The discriminators ``discriminator.kinds`` names, by name, in the registry's order."""
-    return {name: build(cfg) for name, build in DISCRIMINATORS.items() if name in cfg.discriminator.kinds}
-
+from trainer.registry import build_discriminators, build_generator
 
 def total(terms: list[torch.Tensor]) -> torch.Tensor:
     """``terms[0] + terms[1] + ...`` left to right, as the reference writes its sums."""

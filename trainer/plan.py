@@ -172,7 +172,7 @@ def _model_sizes(cfg: Config) -> tuple[int, int]:
     """Parameter counts of G and of the discriminators, built on the meta device (no memory, no time)."""
     import torch
 
-    from trainer.gan import build_discriminators, build_generator
+    from trainer.registry import build_discriminators, build_generator
 
     with torch.device("meta"):
         g = sum(p.numel() for p in build_generator(cfg).parameters())

@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 
 from trainer import checkpoint as ckpt
+from trainer import registry
 from trainer.allocator import keep_freed_memory
 from trainer.audio import load_audio, load_mel_npy, write_wav
 from trainer.config import Config, config_from_dict, load_config, signature_mismatch
@@ -44,7 +45,7 @@ def load_generator_state(checkpoint: Path, config: Optional[str]) -> tuple[dict,
 
 
 def build_generator(state_dict: dict, cfg: Config, source: Path) -> Generator:
-    generator = Generator(cfg.generator, cfg.audio.num_mels)
+    generator = registry.build_generator(cfg)
     try:
         generator.load_state_dict(state_dict)
     except RuntimeError as exc:
