@@ -16,7 +16,7 @@ Both workers build the reference's models from the same seed, so they start from
 ours loads them into its own models.
 
 - Training step (per config in ``--train``): the reference's train.py loop body against
-  ``Trainer.train_step``, fp32, on the same random batch (the reference's input and target mels are
+  ``Gan.step``, fp32, on the same random batch (the reference's input and target mels are
   prepared outside the timing, as its data workers would; ours computes its target mel inside the
   step). The first step of each is the parity check: per network, the largest absolute parameter
   difference after one step from the same weights and how many elements differ by more than 1e-6. Then ``--steps`` timed steps each.
@@ -56,9 +56,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from trainer.config import load_config
+from trainer.records import LOSSES
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ljspeech-mini"
 NETWORKS = ("generator", "mpd", "msd")
+
+
+def our_network(gan, name: str) -> torch.nn.Module:
+    """Our module for one of ``NETWORKS``: the generator, or a discriminator by its jik876 name."""
+    return gan.generator if name == "generator" else gan.discriminators[name]
 
 
 # ------------------------------------------------------------------------------------ reference
@@ -238,9 +244,9 @@ class ReferenceSide:
 class OurSide(ReferenceSide):
     def setup(self, task: str, config: str, **options) -> None:
         from trainer.data import VocoderData
-        from trainer.loop import Trainer
+        from trainer.gan import Gan
+        from trainer.launch import setup_process
         from trainer.synth import build_generator
-        from vocodertui.rundir import RunPaths
 
         h = self.h(config)
         cfg = load_config(str(self.path / f"config_{config}.json"))
@@ -264,20 +270,20 @@ class OurSide(ReferenceSide):
         cfg.training.batch_size = options["batch"]
         cfg.training.segment_size = options["segment"]
         cfg.training.precision = options.get("precision", "fp32")
-        self.trainer = Trainer(cfg, RunPaths(Path(tempfile.mkdtemp())), data=None, target_step=1)
+        self.gan = Gan(cfg, setup_process(cfg))
         for name in NETWORKS:
-            getattr(self.trainer, name).load_state_dict(getattr(ref, name).state_dict())
+            our_network(self.gan, name).load_state_dict(getattr(ref, name).state_dict())
         x, self.audio, _ = ref.batch(noise_audio(options["batch"], options["segment"]))
         self.x = x
 
     def step(self) -> dict:
         started = time.perf_counter()
-        out = self.trainer.train_step(self.x, self.audio, measure_grads=False)
+        out = self.gan.step(self.x, self.audio, measure_grads=False)
         elapsed = time.perf_counter() - started
-        return {"seconds": elapsed, **dict(zip(("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm"), out["losses"].tolist()))}
+        return {"seconds": elapsed, **dict(zip(LOSSES, out.losses.tolist()))}
 
     def save(self, path: str) -> None:
-        torch.save({n: getattr(self.trainer, n).state_dict() for n in NETWORKS}, path)
+        torch.save({n: our_network(self.gan, n).state_dict() for n in NETWORKS}, path)
 
     def infer(self, seconds: float, save: str | None = None) -> dict:
         from trainer.synth import vocode
@@ -368,7 +374,7 @@ def compare_bf16(name: str, args, scratch: Path) -> list[dict]:
         bf16.close()
     losses = {k: {"fp32": round(first32[k], 5), "bf16": round(first16[k], 5),
                   "rel_diff": round(abs(first16[k] - first32[k]) / abs(first32[k]), 5)}
-              for k in ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm")}
+              for k in LOSSES}
     s32, s16 = median(seconds_of(steps32)), median(seconds_of(steps16))
     return [{
         "figure": f"train step {name} b{args.batch} seg{args.segment} bf16 vs fp32 (ours)",

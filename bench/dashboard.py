@@ -30,7 +30,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vocodertui.dashboard.app import MonitorApp  # noqa: E402
-from vocodertui.rundir import JsonlWriter, RunPaths  # noqa: E402
+from trainer.rundir import JsonlWriter, RunPaths  # noqa: E402
 
 LINE = ('{"time":%.3f,"step":%d,"epoch":%d,"loss_g":%.6f,"loss_d":%.6f,"loss_mel":%.6f,"loss_adv":%.6f,'
         '"loss_fm":%.6f,"lr":0.0002,"steps_per_s":4.0,"grad_norm_g":123.4,"grad_norm_d":5.6}\n')

@@ -2,7 +2,7 @@
 
     python bench/flops.py --config v2 --batch 16 [--segment 8192] [--steps 2] [--reference PATH]
 
-FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one real ``Trainer.train_step``
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one real ``Gan.step``
 (convolutions, transposed convolutions, matmuls; forward and the backward passes autograd actually
 runs, so the work the fast step skips is not counted), with a corrected formula for convolution
 backward (see ``conv_backward_flops``). With ``--reference`` (a jik876/hifi-gan
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.config import load_config  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
+from trainer.gan import Gan  # noqa: E402
+from trainer.launch import setup_process  # noqa: E402
 from trainer.mel import input_mel  # noqa: E402
-from vocodertui.rundir import RunPaths  # noqa: E402
 
 
 def best_rate(fn, flops: float, repeats: int = 5) -> float:
@@ -91,11 +90,11 @@ def main() -> None:
     cfg = load_config(f"hifigan_{args.config}")
     cfg.training.batch_size = args.batch
     cfg.training.segment_size = args.segment
-    trainer = Trainer(cfg, RunPaths(Path(tempfile.mkdtemp())), data=None, target_step=1)
+    gan = Gan(cfg, setup_process(cfg))
     audio = (torch.rand(args.batch, args.segment, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.5
     mel = input_mel(cfg.audio)(audio)
-    ours_flops = count_flops(lambda: trainer.train_step(mel, audio, measure_grads=False))
-    times = sorted(timed(lambda: trainer.train_step(mel, audio, measure_grads=False)) for _ in range(args.steps))
+    ours_flops = count_flops(lambda: gan.step(mel, audio, measure_grads=False))
+    times = sorted(timed(lambda: gan.step(mel, audio, measure_grads=False)) for _ in range(args.steps))
     step_s = times[len(times) // 2]
     peaks = peak_rates()
     peak = max(peaks.values())

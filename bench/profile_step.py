@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.config import load_config  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
+from trainer.gan import Gan  # noqa: E402
+from trainer.launch import setup_process  # noqa: E402
 from trainer.mel import input_mel  # noqa: E402
-from vocodertui.rundir import RunPaths  # noqa: E402
 
 CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution", "aten::convolution"}
 CONV_BACKWARD = {"aten::convolution_backward"}
@@ -90,10 +89,10 @@ def main() -> None:
     cfg = load_config(f"hifigan_{args.config}")
     cfg.training.batch_size = args.batch
     cfg.training.segment_size = args.segment
-    trainer = Trainer(cfg, RunPaths(Path(tempfile.mkdtemp())), data=None, target_step=1)
+    gan = Gan(cfg, setup_process(cfg))
     mel = input_mel(cfg.audio)(audio)
     print(json.dumps({"side": "ours", "config": args.config, "batch": args.batch, "segment": args.segment,
-                      **profile_step(lambda: trainer.train_step(mel, audio, measure_grads=False), args.top)}), flush=True)
+                      **profile_step(lambda: gan.step(mel, audio, measure_grads=False), args.top)}), flush=True)
 
 if __name__ == "__main__":
     main()

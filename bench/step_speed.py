@@ -2,7 +2,7 @@
 
     python bench/step_speed.py --config hifigan_v2 --batch 16 [--device cuda] [--precision bf16] [--tf32]
 
-Synthetic batches (random audio and its mel), the real Trainer.train_step; prints one JSON line.
+Synthetic batches (random audio and its mel), the real Gan.step; prints one JSON line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.config import load_config  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
+from trainer.gan import Gan  # noqa: E402
+from trainer.launch import setup_process  # noqa: E402
 from trainer.mel import input_mel  # noqa: E402
-from vocodertui.rundir import RunPaths  # noqa: E402
 
 
 def main() -> None:
@@ -48,29 +47,29 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True
 
-    trainer = Trainer(cfg, RunPaths(Path(tempfile.mkdtemp())), data=None, target_step=1)
+    gan = Gan(cfg, setup_process(cfg))
     g = torch.Generator().manual_seed(0)
     audio = (torch.rand(args.batch, cfg.training.segment_size, generator=g) * 2 - 1) * 0.5
     mel = input_mel(cfg.audio)(audio)
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if gan.device.type == "cuda" else (lambda: None)
     for _ in range(args.warmup):
-        trainer.train_step(mel, audio, measure_grads=False)
+        gan.step(mel, audio, measure_grads=False)
     sync()
     times = []
     for _ in range(args.steps):
         started = time.perf_counter()
-        out = trainer.train_step(mel, audio, measure_grads=False)
+        out = gan.step(mel, audio, measure_grads=False)
         sync()
         times.append(time.perf_counter() - started)
     times.sort()
     median = times[len(times) // 2]
     audio_seconds = args.batch * cfg.training.segment_size / cfg.audio.sampling_rate
-    device_name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else platform.processor() or "cpu"
+    device_name = torch.cuda.get_device_name() if gan.device.type == "cuda" else platform.processor() or "cpu"
     print(json.dumps({
         "config": cfg.name, "batch": args.batch, "segment": cfg.training.segment_size, "device": device_name,
         "precision": args.precision, "tf32": args.tf32, "threads": torch.get_num_threads(),
         "s_per_step": round(median, 4), "steps_per_s": round(1 / median, 3),
-        "audio_s_per_s": round(audio_seconds / median, 2), "loss_g": round(out["losses"][0].item(), 3),
+        "audio_s_per_s": round(audio_seconds / median, 2), "loss_g": round(out.losses[0].item(), 3),
         "torch": torch.__version__,
     }))
 
