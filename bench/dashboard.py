@@ -30,6 +30,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vocodertui.dashboard.app import MonitorApp  # noqa: E402
+from vocodertui.dashboard.panes import LossesPane  # noqa: E402
 from trainer.rundir import JsonlWriter, RunPaths  # noqa: E402
 
 LINE = ('{"time":%.3f,"step":%d,"epoch":%d,"loss_g":%.6f,"loss_d":%.6f,"loss_mel":%.6f,"loss_adv":%.6f,'
@@ -58,7 +59,7 @@ async def measure_app(run: RunPaths, samples: int) -> dict:
     app = MonitorApp(run, run.root.parent)
     last_step = None
     async with app.run_test(size=(120, 40)) as pilot:
-        while app.view is None or app._plotted is None:
+        while app.view is None or app.query_one(LossesPane).curves is None:
             await pilot.pause(0.001)
         first_render = time.perf_counter() - constructed
         last_step = int(app.view.status.step)
@@ -73,7 +74,7 @@ async def measure_app(run: RunPaths, samples: int) -> dict:
             written = time.perf_counter()
             writer.write({"time": time.time(), "step": step, "epoch": 1, "loss_g": 31.0, "loss_d": 3.1, "loss_mel": 0.31,
                           "loss_adv": 2.1, "loss_fm": 1.1, "lr": 0.0002, "steps_per_s": 4.0})
-            while app.view.rows[-1, 1] != step or app._plotted[0] != app.view.rows_version:
+            while app.view.curves.rows[-1, 1] != step or app.query_one(LossesPane).curves != app.view.curves:
                 await pilot.pause(0.001)
             latencies.append(time.perf_counter() - written)
         writer.close()

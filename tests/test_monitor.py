@@ -23,7 +23,10 @@ from vocodertui.cli import main
 from vocodertui.dashboard.app import MonitorApp
 from vocodertui.dashboard.feed import RunFeed, SystemStats
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, RunPicker
-from vocodertui.dashboard.widgets import CheckpointTable, EventLog, RunHeader
+from textual.widgets import Static
+
+from vocodertui.dashboard.panes import LossesPane
+from vocodertui.dashboard.widgets import CheckpointTable, EventLog, LossPlot, RunHeader, Spectrogram
 from recordkit import make
 from trainer.records import EVENTS, Metrics, Resume, kind_of
 from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
@@ -121,7 +124,7 @@ async def test_finished_run_shows_its_history_and_offers_resume_not_stop(tmp_pat
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.view is not None, "the first view")
         assert "finished" in header(app) and app.query_one(RunHeader).has_class("-ok")
-        assert app.view.status.step == 400 and app.view.rows[-1, 1] == 400 and len(app.view.rows) == 40
+        assert app.view.status.step == 400 and app.view.curves.rows[-1, 1] == 400 and len(app.view.curves.rows) == 40
         assert app.check_action("resume", ()) and app.check_action("stop", ()) is None
         assert app.check_action("checkpoint", ()) is None
         table = app.query_one(CheckpointTable)
@@ -133,14 +136,15 @@ async def test_finished_run_shows_its_history_and_offers_resume_not_stop(tmp_pat
         assert app.query_one(EventLog).shown == len(read_jsonl(fake.run.events))
 
 
-def test_an_idle_run_gives_the_same_rows_so_plots_are_not_redrawn(tmp_path):
+def test_an_idle_run_gives_equal_curves_so_plots_are_not_redrawn(tmp_path):
     feed = frozen_feed(finished_run(tmp_path / "r").run)
-    first = feed.view()
     while feed.index_some():
         pass
-    assert feed.view().rows_version == feed.view().rows_version
+    idle = feed.view().curves
+    assert feed.view().curves == idle
+    assert frozen_feed(feed.run).view().curves != idle  # another feed, even of the same run, never compares equal
     JsonlWriter(feed.run.metrics).write({"time": NOW, "step": 410, "loss_g": 1.0})
-    assert feed.view().rows_version > first.rows_version
+    assert feed.view().curves != idle
 
 
 async def test_command_palette_offers_only_the_actions_that_apply(tmp_path):
@@ -172,16 +176,53 @@ async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
         assert app.check_action("resume", ()) is None  # no checkpoint to resume from
 
 
+# Stands in for a trainer that hangs: it writes the name of each signal it gets to a file, one per line,
+# and dies of SIGTERM after writing it down.
+SIGNAL_RECORDER = """
+import os, signal, sys
+log = open(sys.argv[1], "a", buffering=1)
+def record(sig, _frame):
+    log.write(signal.Signals(sig).name + "\\n")
+    if sig == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGWINCH):
+    signal.signal(sig, record)
+log.write("ready\\n")
+while True:
+    signal.pause()
+"""
+
+
+class SignalledProcess:
+    def __init__(self, folder: Path):
+        self.log = folder / "signals.txt"
+        self.proc = subprocess.Popen([sys.executable, "-c", SIGNAL_RECORDER, str(self.log)])
+        self.pid = self.proc.pid
+        self.wait_for_lines(1)
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def wait_for_lines(self, count: int) -> list[str]:
+        """Waits on the file itself (the process writes it as it handles each signal)."""
+        deadline = time.monotonic() + 30
+        while len(self.lines()) < count:
+            assert time.monotonic() < deadline, f"the process recorded only {self.lines()}"
+            assert self.proc.poll() is None or len(self.lines()) >= count, f"it died having recorded {self.lines()}"
+            time.sleep(0.01)
+        return self.lines()
+
+
 @pytest.fixture
-def fake_trainer():
-    """A live process with a verified PID file record; stands in for a trainer that hangs."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    yield proc
-    proc.kill()
-    proc.wait()
+def fake_trainer(tmp_path):
+    recorder = SignalledProcess(tmp_path)
+    yield recorder
+    recorder.proc.kill()
+    recorder.proc.wait()
 
 
-def adopt(run: RunPaths, proc: subprocess.Popen) -> None:
+def adopt(run: RunPaths, proc: SignalledProcess) -> None:
     p = psutil.Process(proc.pid)
     record = {"pid": proc.pid, "create_time": p.create_time(), "host": pidfile.socket.gethostname(),
               "argv": p.cmdline(), "start_time": time.time() - 2000}
@@ -202,9 +243,14 @@ async def test_stalled_run_warns_and_stop_signals_the_verified_trainer(tmp_path,
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmStop)
         await pilot.press("n")
-        assert fake_trainer.poll() is None  # cancelled: nothing signalled
+        await until(pilot, lambda: not app.screen.is_modal, "the question to close")
+        # A marker after the answer: Linux delivers a pending SIGTERM before it, so had "n" sent one,
+        # the process would have died writing SIGTERM and never written the marker.
+        os.kill(fake_trainer.pid, signal.SIGWINCH)
+        assert fake_trainer.wait_for_lines(2) == ["ready", "SIGWINCH"]
         await pilot.press("s", "y")
-        assert fake_trainer.wait(timeout=10) == -signal.SIGTERM
+        assert fake_trainer.proc.wait(timeout=10) == -signal.SIGTERM
+        assert fake_trainer.lines() == ["ready", "SIGWINCH", "SIGTERM"]  # "y" sent exactly one
         await until(pilot, lambda: app.view.status.state == "crashed", "the dead trainer to show as crashed")
         assert "died without a word" in header(app)
 
@@ -218,11 +264,11 @@ async def test_torn_lines_and_new_lines_reach_the_screen(tmp_path):
     app = monitor(fake.run)
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.view is not None, "the first view")
-        assert app.view.rows[-1, 1] == 50
+        assert app.view.curves.rows[-1, 1] == 50
         with open(fake.run.metrics, "ab") as f:
             f.write(b'1.5,"loss_d":4.0,"loss_mel":0.8}\n')
-        await until(pilot, lambda: app.view.rows[-1, 1] == 60, "the completed line")
-        assert app.view.column("loss_g")[-1] == 41.5
+        await until(pilot, lambda: app.view.curves.rows[-1, 1] == 60, "the completed line")
+        assert app.view.curves.column("loss_g")[-1] == 41.5
 
 
 async def test_resumed_run_plots_only_the_current_timeline(tmp_path):
@@ -237,7 +283,7 @@ async def test_resumed_run_plots_only_the_current_timeline(tmp_path):
     app = monitor(fake.run)
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.view is not None, "the first view")
-        assert app.view.column("step").tolist() == [10, 20, 30, 40, 50, 60, 70]
+        assert app.view.curves.column("step").tolist() == [10, 20, 30, 40, 50, 60, 70]
 
 
 async def test_a_huge_metrics_file_renders_from_its_tail_then_indexes_the_rest(tmp_path):
@@ -250,9 +296,9 @@ async def test_a_huge_metrics_file_renders_from_its_tail_then_indexes_the_rest(t
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.view is not None, "the first view")
         first = app.view
-        assert first.status.step == 300_000 and first.rows[-1, 1] == 300_000
+        assert first.status.step == 300_000 and first.curves.rows[-1, 1] == 300_000
         await until(pilot, lambda: not app.view.indexing, "the older lines to be indexed")
-        steps = app.view.column("step")
+        steps = app.view.curves.column("step")
         assert steps[0] == 1 and len(steps) < 20_000 and np.all(np.diff(steps) > 0)
 
 
@@ -271,6 +317,31 @@ async def test_run_list_switches_between_runs(tmp_path):
         await pilot.press("down", "enter")
         await until(pilot, lambda: app.view is not None and app.view.run.name == "older", "the other run")
         assert app.view.status.state == "finished"
+        await pilot.press("3")
+        await until(pilot, lambda: app.query_one(Spectrogram).caption.startswith("step_00000400/LJ001-0001.wav"),
+                    "the older run's latest sample")
+
+
+async def test_smoothing_and_window_keys_redraw_the_loss_plots(tmp_path):
+    fake = FakeRun(tmp_path / "r", target=3000)
+    fake.start(NOW - 2000)
+    fake.train(NOW - 2000, 10, 3000)
+    app = monitor(fake.run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.view is not None and app.query_one(LossesPane).curves == app.view.curves,
+                    "the plots")
+        settings = app.query_one("#plot-settings", Static)
+        plot = app.query_one("#plot-loss_g", LossPlot)
+
+        def step_axis() -> list[float]:
+            return [float(label) for label in plot.render().plain.rstrip().splitlines()[-1].split()]
+
+        raw = app.export_screenshot()
+        assert "smoothing raw" in str(settings.render()) and step_axis()[0] < 100
+        await pilot.press("m")
+        assert "smoothing EMA" in str(settings.render()) and app.export_screenshot() != raw
+        await pilot.press("w", "w")
+        assert "window last 1,000 steps" in str(settings.render()) and 2000 <= step_axis()[0] < 2100
 
 
 def test_monitor_refuses_an_unknown_run_and_a_missing_terminal(tmp_path, capsys):

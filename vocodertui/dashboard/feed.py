@@ -7,9 +7,10 @@ widgets render on the UI thread. No torch, no textual.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,6 +25,7 @@ from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, der
 
 HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
 COLUMN = {name: i for i, name in enumerate(METRIC_COLUMNS)}
+VERSIONS = itertools.count(1)  # one sequence for every feed, so two runs' curves never compare equal
 
 
 @dataclass(frozen=True)
@@ -35,23 +37,30 @@ class SystemStats:
     trainer_rss: Optional[int]
 
 
+@dataclass(frozen=True)
+class Curves:
+    """The current timeline's metrics rows and validations; equal while neither has changed."""
+
+    version: int  # a new one whenever ``rows`` changes
+    validations: tuple[tuple[int, float], ...]  # (step, val mel-L1)
+    rows: np.ndarray = field(compare=False, repr=False)  # METRIC_COLUMNS, step order
+
+    def column(self, name: str) -> np.ndarray:
+        return self.rows[:, COLUMN[name]]
+
+
 @dataclass(frozen=True, eq=False)
 class RunView:
     run: RunPaths
     status: RunStatus
-    rows: np.ndarray  # the current timeline's metrics rows (METRIC_COLUMNS), step order
-    rows_version: int  # changes whenever ``rows`` does
+    curves: Curves
     latest: Optional[Metrics]  # the newest metrics line of the current timeline
     events: tuple[Event, ...]
-    validations: tuple[tuple[int, float], ...]  # (step, val mel-L1) on the current timeline
     checkpoints: tuple[CheckpointInfo, ...]
     milestones: tuple[int, ...]
     samples: tuple[Path, ...]  # the latest validation's sample WAVs
     system: SystemStats
     indexing: bool  # older metrics lines are still being indexed (whole-run plots are partial)
-
-    def column(self, name: str) -> np.ndarray:
-        return self.rows[:, COLUMN[name]]
 
 
 def read_system(run: RunPaths, trainer_rss: Optional[int]) -> SystemStats:
@@ -64,7 +73,6 @@ def read_system(run: RunPaths, trainer_rss: Optional[int]) -> SystemStats:
                        disk_free, trainer_rss)
 
 
-
 class RunFeed:
     def __init__(self, run: RunPaths, clock: Callable[[], float] = time.time,
                  system: Callable[[RunPaths, Optional[int]], SystemStats] = read_system):
@@ -75,7 +83,7 @@ class RunFeed:
         self.event_reader = JsonlFollower(run.events, Event)
         self.events: list[Event] = []
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
-        self.rows_version = 0
+        self.rows_version = next(VERSIONS)
         self._rows_stale = True
 
     def index_some(self) -> bool:
@@ -98,7 +106,7 @@ class RunFeed:
         if self._rows_stale:
             sample = self.metrics.head_sample(HEAD_SAMPLE)
             self.rows = effective(np.concatenate([sample, self.metrics.recent]), rewinds_of(self.events))
-            self.rows_version += 1
+            self.rows_version = next(VERSIONS)
             self._rows_stale = False
 
         liveness = pidfile.check(self.run)
@@ -112,8 +120,8 @@ class RunFeed:
         if latest is not None and rewinds and latest.time < rewinds[-1][0]:
             latest = None  # written before the last resume or rollback: another timeline
         return RunView(
-            run=self.run, status=status, rows=self.rows, rows_version=self.rows_version, latest=latest,
-            events=tuple(self.events), validations=validations,
+            run=self.run, status=status, curves=Curves(self.rows_version, validations, self.rows), latest=latest,
+            events=tuple(self.events),
             checkpoints=tuple(checkpoint_table(self.run, self.events)),
             milestones=tuple(segment.milestones) if segment else (),
             samples=self._latest_samples(timeline), system=self.system(self.run, status.rss_bytes),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
@@ -26,12 +28,10 @@ ARROWS = {"down": "↓", "up": "↑", "flat": "→"}
 class Line(Static):
     """A fixed one-line Static that repaints only when its text changes (the dashboard idles cheaply)."""
 
-    text = ""
+    text = reactive("", init=False)
 
-    def set_text(self, text: str) -> None:
-        if text != self.text:
-            self.text = text
-            self.update(text, layout=False)
+    def watch_text(self, text: str) -> None:
+        self.update(text, layout=False)
 
 
 class RunHeader(Line):
@@ -40,9 +40,7 @@ class RunHeader(Line):
     def show(self, view: RunView, launching: bool) -> None:
         s = view.status
         state = "starting" if launching and s.state not in ("running", "stopping") else s.state
-        state_class = STATE_CLASSES.get(state, "-idle")
-        if not self.has_class(state_class):
-            self.set_classes(state_class)
+        self.set_classes(STATE_CLASSES.get(state, "-idle"))
         parts = [f"[b]{s.name}[/b]", f"● {state}"]
         if s.pid:
             parts.append(f"pid {s.pid}")
@@ -52,45 +50,56 @@ class RunHeader(Line):
         parts.append(f"last metric {format_duration(age)} ago" if age is not None else "no metrics yet")
         if s.reason:
             parts.append(s.reason)
-        self.set_text("  ·  ".join(parts))
+        self.text = "  ·  ".join(parts)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the progress panel draws, comparable by value."""
+
+    step: int
+    target_step: Optional[int]
+    steps_per_s: Optional[float]
+    eta_s: Optional[float]
+    lr: Optional[float]
+    milestones: tuple[int, ...]
+    checkpoints: tuple[int, ...]  # their steps
+
+    @classmethod
+    def of(cls, view: RunView) -> Progress:
+        s = view.status
+        return cls(s.step, s.target_step, s.steps_per_s, s.eta_s, view.latest.lr if view.latest is not None else None,
+                   view.milestones, tuple(c.step for c in view.checkpoints))
 
 
 class ProgressPanel(Widget):
     """Step / target bar with checkpoint and milestone ticks, then steps/s, ETA and learning rate."""
 
-    view: Optional[RunView] = None
-    drawn: Optional[tuple] = None
+    progress: reactive[Optional[Progress]] = reactive(None)
 
     def show(self, view: RunView) -> None:
-        self.view = view
-        s = view.status
-        key = (s.step, s.target_step, s.steps_per_s, s.eta_s, view.rows_version, view.milestones,
-               tuple(c.step for c in view.checkpoints))
-        if key != self.drawn:
-            self.drawn = key
-            self.refresh()
+        self.progress = Progress.of(view)
 
     def render(self) -> Text:
-        view = self.view
-        if view is None:
+        p = self.progress
+        if p is None:
             return Text("reading the run directory…")
         colours = self.app.theme_variables
-        s = view.status
         width = max(self.size.width, 10)
-        target = s.target_step or max(s.step, 1)
-        filled = min(int(width * s.step / target), width)
+        target = p.target_step or max(p.step, 1)
+        filled = min(int(width * p.step / target), width)
         bar = Text("━" * filled, style=f"bold {colours['accent']}") + Text("─" * (width - filled), style="dim")
         marks: list[tuple[str, str]] = [(" ", "")] * width
-        for ck in view.checkpoints:
-            marks[min(width * ck.step // target, width - 1)] = ("▲", colours["success"])
-        for m in (m for m in view.milestones if m <= target):
-            reached = m <= s.step
+        for step in p.checkpoints:
+            marks[min(width * step // target, width - 1)] = ("▲", colours["success"])
+        for m in (m for m in p.milestones if m <= target):
+            reached = m <= p.step
             marks[min(width * m // target, width - 1)] = ("◆", f"bold {colours['success' if reached else 'warning']}")
         ticks = Text.assemble(*marks)
-        stats = [f"step {s.step:,} / {target:,} ({100 * s.step / target:.0f} %)",
-                 f"{s.steps_per_s:.2f} steps/s" if s.steps_per_s else "- steps/s", f"ETA {format_duration(s.eta_s)}"]
-        if view.latest is not None and view.latest.lr is not None:
-            stats.append(f"lr {view.latest.lr:.3g}")
+        stats = [f"step {p.step:,} / {target:,} ({100 * p.step / target:.0f} %)",
+                 f"{p.steps_per_s:.2f} steps/s" if p.steps_per_s else "- steps/s", f"ETA {format_duration(p.eta_s)}"]
+        if p.lr is not None:
+            stats.append(f"lr {p.lr:.3g}")
         line = "  ·  ".join(stats)
         legend = "▲ checkpoint  ◆ milestone"
         if len(line) + len(legend) + 5 <= width:
@@ -105,40 +114,60 @@ class SystemLine(Line):
                  f"trainer {format_bytes(sys_.trainer_rss)}" if sys_.trainer_rss else "no trainer process", f"disk {format_bytes(sys_.disk_free)} free"]
         if view.indexing:
             parts.append("indexing older metrics…")
-        self.set_text("  ·  ".join(parts))
+        self.text = "  ·  ".join(parts)
 
 
 class LossPlot(PlotextPlot):
-    """One loss against step, raw or smoothed, with its latest value and trend in the title."""
+    """One loss against step, raw or smoothed, with its latest value and trend in the title.
+
+    The curve is thinned to two points per column of the width the plot has when it is drawn, so a
+    resize (the first layout included) draws it again.
+    """
+
+    title = ""
+    curve: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))  # steps, values as shown
 
     def show(self, label: str, steps: np.ndarray, values: np.ndarray, smoothing: str, trend_values: np.ndarray) -> None:
         finite = np.isfinite(values)
         steps, values = steps[finite], values[finite]
+        latest = f" {values[-1]:.4g}" if len(values) else " -"
+        self.title = f"{label}{latest} {ARROWS.get(trend(trend_values), '')}".rstrip()
+        self.curve = (steps, smooth(values, smoothing))
+        self.draw()
+
+    def on_resize(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
         plt = self.plt
         plt.clear_data()
         plt.xlabel("")
-        direction = trend(trend_values)
-        latest = f" {values[-1]:.4g}" if len(values) else " -"
-        plt.title(f"{label}{latest} {ARROWS.get(direction, '')}".rstrip())
+        plt.title(self.title)
+        steps, values = self.curve
         if len(values):
-            x, y = downsample(steps, smooth(values, smoothing), max(self.size.width * 2, 2))
+            x, y = downsample(steps, values, max(self.size.width * 2, 2))
             plt.plot(x.tolist(), y.tolist(), marker="braille")
         self.refresh()
 
 
 class CheckpointTable(DataTable):
+    """Every checkpoint on disk, newest first."""
+
+    listed: reactive[tuple[tuple[str, ...], ...]] = reactive((), init=False)
+
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.add_columns("step", "saved", "size", "val mel-L1", "best")
 
     def show(self, view: RunView) -> None:
-        rows = [(f"{c.step:,}", _clock(c.time), format_bytes(c.size),
-                 f"{c.val_mel:.4f}" if c.val_mel is not None else "-", "★" if c.best else "")
-                for c in reversed(view.checkpoints)]
-        if rows != [tuple(str(cell) for cell in self.get_row_at(i)) for i in range(self.row_count)]:
-            self.clear()
-            for row in rows:
-                self.add_row(*row)
+        self.listed = tuple((f"{c.step:,}", _clock(c.time), format_bytes(c.size),
+                             f"{c.val_mel:.4f}" if c.val_mel is not None else "-", "★" if c.best else "")
+                            for c in reversed(view.checkpoints))
+
+    def watch_listed(self, rows: tuple[tuple[str, ...], ...]) -> None:
+        self.clear()
+        for row in rows:
+            self.add_row(*row)
 
 
 def _clock(t: float) -> str:
@@ -168,12 +197,15 @@ def describe_event(e: Event) -> str:
 class EventLog(RichLog):
     """Every event, oldest first; appends only what is new."""
 
-    shown = 0
+    shown = 0  # how many of the run's events are on screen
+
+    def restart(self) -> None:
+        self.clear()
+        self.shown = 0
 
     def show(self, view: RunView) -> None:
         if len(view.events) < self.shown:
-            self.clear()
-            self.shown = 0
+            self.restart()
         for e in view.events[self.shown:]:
             line = Text(f"{_clock(e.time)}  step {e.step:>8}  ")
             line.append(f"{kind_of(type(e)):<12}", style=EVENT_STYLES.get(type(e), ""))
@@ -185,7 +217,8 @@ class EventLog(RichLog):
 class Spectrogram(Widget):
     """The selected validation sample as a log-power spectrogram."""
 
-    caption = "no validation samples yet"
+    EMPTY = "no validation samples yet"
+    caption = EMPTY
     source: Optional[tuple[np.ndarray, int]] = None  # (dB spectrogram, sampling rate)
 
     def show(self, caption: str, source: Optional[tuple[np.ndarray, int]]) -> None:

@@ -1,0 +1,75 @@
+"""The dashboard's reading side: a thread that turns changes in a run folder into ``RunView``s.
+
+``RunReader.run`` is the body of the app's feed worker. It is woken by watchfiles when something in
+the folder changes, or by polling where watchfiles cannot watch, and at least once a tick so that
+liveness, machine figures and the ETA stay fresh. No textual here; the app decides what to do with
+each view.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+from trainer.rundir import RunPaths
+from vocodertui.dashboard.feed import RunFeed, RunView
+
+TICK_S = 1.0  # liveness, system figures and ETA are refreshed this often without any file change
+POLL_S = 0.25  # when watchfiles cannot watch the folder
+
+
+class Waker:
+    """Wakes the reader when something in the run folder changes (watchfiles), else every tick."""
+
+    def __init__(self, folder: Path):
+        self.changed = threading.Event()
+        self.stop = threading.Event()
+        self.polling = False
+        self.thread = threading.Thread(target=self._watch, args=(folder,), daemon=True, name="run-folder-watch")
+        self.thread.start()
+
+    def _watch(self, folder: Path) -> None:
+        try:
+            import watchfiles
+
+            for _ in watchfiles.watch(folder, stop_event=self.stop, debounce=50, step=30, raise_interrupt=False):
+                self.changed.set()
+        except Exception:  # no inotify, folder missing, too many watches: poll instead
+            self.polling = True
+            self.changed.set()
+
+    def wait(self, timeout: float) -> None:
+        self.changed.wait(min(timeout, POLL_S) if self.polling else timeout)
+        self.changed.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.changed.set()
+
+
+class RunReader:
+    """Reads one run until closed: a view after every change or tick, older lines indexed in between."""
+
+    def __init__(self, run: RunPaths, make_feed: Callable[[RunPaths], RunFeed] = RunFeed):
+        self.run_paths = run
+        self.make_feed = make_feed
+        self.waker = Waker(run.root)
+
+    @property
+    def closed(self) -> bool:
+        return self.waker.stop.is_set()
+
+    def run(self, post: Callable[[RunView], None]) -> None:
+        feed = self.make_feed(self.run_paths)
+        try:
+            while not self.closed:
+                post(feed.view())
+                if feed.index_some():
+                    continue  # keep indexing; new lines are still read between chunks
+                self.waker.wait(TICK_S)
+        finally:
+            self.waker.close()
+
+    def close(self) -> None:
+        self.waker.close()
