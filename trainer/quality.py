@@ -27,6 +27,7 @@ from dataclasses import astuple, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+import scipy.stats
 import soxr
 import torch
 import torch.nn.functional as F
@@ -35,32 +36,14 @@ from trainer.config import AudioConfig
 from trainer.errors import UserError
 from trainer.mel import loss_mel
 from trainer.mrstft import MultiResolutionSTFT
+from trainer.records import QUALITY_METRICS, Summary, UnscoredFile
 
 PESQ_RATE = 16_000  # P.862.2 wide band
 CREPE_RATE = 16_000  # the rate torchcrepe's models take
 PITCH_HOP = CREPE_RATE // 100  # 10 ms
 PITCH_FMIN, PITCH_FMAX = 50.0, 550.0  # CARGAN's speech range
+PITCH_DITHER_SEED = 0
 DNSMOS_RATE = 16_000
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    title: str
-    higher_is_better: bool
-    needs_reference: bool = True
-
-
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("pesq_wb", "PESQ (wide band)", True),
-    Metric("mstft", "M-STFT", False),
-    Metric("periodicity", "periodicity RMSE", False),
-    Metric("vuv_f1", "V/UV F1", True),
-    Metric("mel_l1", "mel-L1", False),
-    Metric("dnsmos_ovrl", "DNSMOS overall", True, needs_reference=False),
-    Metric("dnsmos_sig", "DNSMOS signal", True, needs_reference=False),
-    Metric("dnsmos_bak", "DNSMOS background", True, needs_reference=False),
-)}
 
 
 class Unscored(Exception):
@@ -76,6 +59,15 @@ def _library(module: str, metric: str, install: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingLibrary(f"{metric} needs the {module} package, which is not installed ({exc}): {install}") from None
+
+
+def _pesq() -> types.ModuleType:
+    return _library("pesq", "pesq_wb", "pip install pesq (a source package: it builds with the machine's C "
+                                       "compiler; on Debian or Ubuntu, apt install build-essential first)")
+
+
+def _speechmos() -> types.ModuleType:
+    return _library("speechmos.dnsmos", "dnsmos", "pip install speechmos onnxruntime librosa requests")
 
 
 def resample(audio: np.ndarray, rate: int, to: int) -> np.ndarray:
@@ -97,7 +89,7 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
 
 
 def pesq_wb(reference: np.ndarray, generated: np.ndarray, rate: int) -> float:
-    pesq = _library("pesq", "pesq_wb", "pip install pesq (a source package: it builds with the machine's C compiler)")
+    pesq = _pesq()
     reference, generated = aligned(reference, generated)
     ref16, gen16 = (to_int16(resample(x, rate, PESQ_RATE)) for x in (reference, generated))
     try:
@@ -144,26 +136,35 @@ def _torchcrepe():
         del sys.modules["torchaudio"]
 
 
-def pitch_errors(reference: np.ndarray, generated: np.ndarray, rate: int, model: str = "full") -> PitchErrors:
-    """CARGAN's pitch metrics (Morrison et al., 2022): torchcrepe's pitch and periodicity at a 10 ms
-    hop between 50 and 550 Hz, periodicity zeroed in frames below -60 dB (A-weighted), voicing by
-    torchcrepe's hysteresis threshold."""
+@dataclass(frozen=True)
+class PitchTrack:
+    periodicity: torch.Tensor  # per 10 ms frame, 0 in silent frames
+    voiced: torch.Tensor  # bool per frame
+
+
+def pitch_track(audio: np.ndarray, rate: int, model: str = "full") -> PitchTrack:
+    """torchcrepe's pitch and periodicity as CARGAN takes them (Morrison et al., 2022): a 10 ms hop
+    between 50 and 550 Hz, periodicity zeroed in frames below -60 dB (A-weighted), voicing by
+    torchcrepe's hysteresis threshold. One signal at a time: a batch would round differently.
+    The dither torchcrepe adds to the pitch is seeded, so one signal always gets the same track,
+    and the caller's random state is left as it was."""
     crepe = _torchcrepe()
-    reference, generated = aligned(reference, generated)
-    periodic, voiced = [], []
-    for audio in (reference, generated):  # one at a time: a batch would round the two slightly differently
-        x = torch.from_numpy(resample(audio, rate, CREPE_RATE))[None]
-        if x.shape[1] < PITCH_HOP:
-            raise Unscored(f"too short for pitch tracking ({x.shape[1] / CREPE_RATE * 1000:.0f} ms)")
-        pitch, periodicity = crepe.predict(x, CREPE_RATE, PITCH_HOP, PITCH_FMIN, PITCH_FMAX, model,
-                                           return_periodicity=True)
-        periodicity = crepe.threshold.Silence()(periodicity, x, CREPE_RATE, PITCH_HOP)
-        periodic.append(periodicity)
-        with warnings.catch_warnings():  # an all-unvoiced signal: torchcrepe's whitening takes the mean of nothing
-            warnings.simplefilter("ignore", RuntimeWarning)
-            voiced.append(~torch.isnan(crepe.threshold.Hysteresis()(pitch, periodicity)))
-    rmse = torch.sqrt(torch.mean((periodic[0] - periodic[1]) ** 2)).item()
-    true_voiced, generated_voiced = voiced
+    x = torch.from_numpy(resample(np.asarray(audio, dtype=np.float32), rate, CREPE_RATE))[None]
+    if x.shape[1] < PITCH_HOP:
+        raise Unscored(f"too short for pitch tracking ({x.shape[1] / CREPE_RATE * 1000:.0f} ms)")
+    with torch.random.fork_rng(devices=[]):  # torchcrepe dithers the decoded pitch with torch's generator
+        torch.manual_seed(PITCH_DITHER_SEED)
+        pitch, periodicity = crepe.predict(x, CREPE_RATE, PITCH_HOP, PITCH_FMIN, PITCH_FMAX, model, return_periodicity=True)
+    periodicity = crepe.threshold.Silence()(periodicity, x, CREPE_RATE, PITCH_HOP)
+    with warnings.catch_warnings():  # an all-unvoiced signal: torchcrepe's whitening takes the mean of nothing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        voiced = ~torch.isnan(crepe.threshold.Hysteresis()(pitch, periodicity))
+    return PitchTrack(periodicity, voiced)
+
+
+def compare_pitch(reference: PitchTrack, generated: PitchTrack) -> PitchErrors:
+    rmse = torch.sqrt(torch.mean((reference.periodicity - generated.periodicity) ** 2)).item()
+    true_voiced, generated_voiced = reference.voiced, generated.voiced
     true_positives = (true_voiced & generated_voiced).sum().item()
     false_positives = (~true_voiced & generated_voiced).sum().item()
     false_negatives = (true_voiced & ~generated_voiced).sum().item()
@@ -174,6 +175,12 @@ def pitch_errors(reference: np.ndarray, generated: np.ndarray, rate: int, model:
     precision = true_positives / (true_positives + false_positives)
     recall = true_positives / (true_positives + false_negatives)
     return PitchErrors(rmse, 2 * precision * recall / (precision + recall))
+
+
+def pitch_errors(reference: np.ndarray, generated: np.ndarray, rate: int, model: str = "full") -> PitchErrors:
+    """CARGAN's periodicity RMSE and V/UV F1 of ``generated`` against ``reference``."""
+    reference, generated = aligned(reference, generated)
+    return compare_pitch(pitch_track(reference, rate, model), pitch_track(generated, rate, model))
 
 
 # --------------------------------------------------------------------------------------- mel-L1
@@ -199,7 +206,7 @@ class Dnsmos:
 
 def dnsmos(generated: np.ndarray, rate: int) -> Dnsmos:
     """DNSMOS P.835 (Reddy et al., 2022) of one signal; speechmos tiles a clip shorter than 9 s."""
-    speechmos = _library("speechmos.dnsmos", "dnsmos", "pip install speechmos onnxruntime librosa requests")
+    speechmos = _speechmos()
     audio = np.clip(resample(np.asarray(generated, dtype=np.float32), rate, DNSMOS_RATE), -1.0, 1.0)
     if len(audio) < DNSMOS_RATE // 10:
         raise Unscored(f"too short for DNSMOS ({len(audio) / DNSMOS_RATE * 1000:.0f} ms)")
@@ -216,25 +223,60 @@ class Scores:
     unscored: dict[str, str] = field(default_factory=dict)  # metric -> why this file has no score
 
 
-class Scorer:
-    """Scores generated audio against its reference with the chosen metrics, at the config's rate."""
+# What each library scores (its loader says how to install it when it does not import).
+LIBRARIES: dict[str, tuple[Callable[[], types.ModuleType], tuple[str, ...]]] = {
+    "pesq": (_pesq, ("pesq_wb",)),
+    "torchcrepe": (_torchcrepe, ("periodicity", "vuv_f1")),
+    "speechmos": (_speechmos, ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak")),
+}
 
-    def __init__(self, audio: AudioConfig, names: tuple[str, ...] = tuple(METRICS), pitch_model: str = "full"):
-        unknown = [n for n in names if n not in METRICS]
+
+def missing_libraries(names: tuple[str, ...]) -> dict[str, str]:
+    """Of the metrics ``names``, those whose library does not import here: metric -> how to get it."""
+    missing = {}
+    for load, metrics in LIBRARIES.values():
+        wanted = [m for m in metrics if m in names]
+        if wanted:
+            try:
+                load()
+            except MissingLibrary as exc:
+                missing.update((m, str(exc)) for m in wanted)
+    return missing
+
+
+class Scorer:
+    """Scores generated audio against its reference with the chosen metrics, at the config's rate.
+
+    A ``key`` names a reference that will be scored again (a validation file at every validation):
+    its pitch track, the dearest part of the scoring, is then computed once."""
+
+    def __init__(self, audio: AudioConfig, names: tuple[str, ...] = tuple(QUALITY_METRICS), pitch_model: str = "full"):
+        unknown = [n for n in names if n not in QUALITY_METRICS]
         if unknown:
-            raise UserError(f"unknown quality metric {unknown[0]!r}: choose from {', '.join(METRICS)}")
+            raise UserError(f"unknown quality metric {unknown[0]!r}: choose from {', '.join(QUALITY_METRICS)}")
         self.names = names
         self.rate = audio.sampling_rate
         self.pitch_model = pitch_model
         self.mel = loss_mel(audio)
+        self._reference_pitch: dict[tuple[str, int], PitchTrack] = {}
 
-    def score(self, reference: Optional[np.ndarray], generated: np.ndarray) -> Scores:
+    def _pitch_errors(self, reference: np.ndarray, generated: np.ndarray, key: Optional[str]) -> PitchErrors:
+        reference, generated = aligned(reference, generated)
+        cache_key = (key, len(reference)) if key is not None else None
+        track = self._reference_pitch.get(cache_key) if cache_key else None
+        if track is None:
+            track = pitch_track(reference, self.rate, self.pitch_model)
+            if cache_key:
+                self._reference_pitch[cache_key] = track
+        return compare_pitch(track, pitch_track(generated, self.rate, self.pitch_model))
+
+    def score(self, reference: Optional[np.ndarray], generated: np.ndarray, key: Optional[str] = None) -> Scores:
         """``reference`` may be None (audio vocoded from an acoustic model's mels): then only the
         metrics that need no reference are scored."""
         families: list[tuple[tuple[str, ...], Callable[[], tuple[float, ...]]]] = [
             (("pesq_wb",), lambda: (pesq_wb(reference, generated, self.rate),)),
             (("mstft",), lambda: (mstft(reference, generated, self.rate),)),
-            (("periodicity", "vuv_f1"), lambda: astuple(pitch_errors(reference, generated, self.rate, self.pitch_model))),
+            (("periodicity", "vuv_f1"), lambda: astuple(self._pitch_errors(reference, generated, key))),
             (("mel_l1",), lambda: (mel_l1(reference, generated, self.mel),)),
             (("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"), lambda: astuple(dnsmos(generated, self.rate))),
         ]
@@ -243,7 +285,7 @@ class Scorer:
             wanted = [n for n in names if n in self.names]
             if not wanted:
                 continue
-            if reference is None and METRICS[names[0]].needs_reference:
+            if reference is None and QUALITY_METRICS[names[0]].needs_reference:
                 scores.unscored.update((n, "no reference audio") for n in wanted)
                 continue
             try:
@@ -253,3 +295,17 @@ class Scorer:
                 continue
             scores.values.update((n, v) for n, v in zip(names, values) if n in wanted)
         return scores
+
+
+def summarize(scored: list[tuple[str, Scores]], names: tuple[str, ...]) -> tuple[dict[str, Summary], list[UnscoredFile]]:
+    """Per metric, the mean over the files that it scored with its 95 % confidence interval
+    (Student's t), and every (file, metric) it could not score."""
+    summaries = {}
+    for name in names:
+        values = np.array([s.values[name] for _, s in scored if name in s.values], dtype=np.float64)
+        if len(values):
+            ci95 = (float(scipy.stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+                    if len(values) > 1 else None)
+            summaries[name] = Summary(mean=float(values.mean()), ci95=ci95, n=len(values))
+    unscored = [UnscoredFile(file=f, metric=m, reason=why) for f, s in scored for m, why in s.unscored.items()]
+    return summaries, unscored

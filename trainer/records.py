@@ -48,6 +48,63 @@ class Metrics(msgspec.Struct):
 LOSSES = ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm")
 
 
+class QualityMetric(msgspec.Struct, frozen=True):
+    """An objective quality metric (``trainer/quality.py`` computes each) or the validation mel-L1."""
+
+    name: str
+    title: str
+    higher_is_better: bool
+    needs_reference: bool = True
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+
+QUALITY_METRICS: dict[str, QualityMetric] = {m.name: m for m in (
+    QualityMetric("pesq_wb", "PESQ (wide band)", True),
+    QualityMetric("mstft", "M-STFT", False),
+    QualityMetric("periodicity", "periodicity RMSE", False),
+    QualityMetric("vuv_f1", "V/UV F1", True),
+    QualityMetric("mel_l1", "mel-L1", False),
+    QualityMetric("dnsmos_ovrl", "DNSMOS overall", True, needs_reference=False),
+    QualityMetric("dnsmos_sig", "DNSMOS signal", True, needs_reference=False),
+    QualityMetric("dnsmos_bak", "DNSMOS background", True, needs_reference=False),
+)}
+# What ``schedule.best_by`` may name: the validation's mel-L1 or a quality metric.
+VAL_MEL_L1 = QualityMetric("val_mel_l1", "validation mel-L1", False)
+RANKINGS: dict[str, QualityMetric] = {VAL_MEL_L1.name: VAL_MEL_L1, **QUALITY_METRICS}
+
+
+class Summary(msgspec.Struct):
+    """One metric over the files it could score."""
+
+    mean: float
+    ci95: Optional[float]  # half-width of the 95 % confidence interval of the mean (Student's t); null for n = 1
+    n: int
+
+
+class UnscoredFile(msgspec.Struct):
+    file: str
+    metric: str
+    reason: str
+
+
+class Quality(msgspec.Struct, tag_field="kind", tag="quality"):
+    """A line of metrics.jsonl that scores the generator's validation output (``kind`` is always
+    ``"quality"``, written first, which is how a reader tells it from a metrics line)."""
+
+    time: Time
+    step: described(int, "the step whose validation output was scored")
+    files: described(int, "validation files scored (`schedule.quality_files`, fewer if the validation set is smaller)")
+    seconds: described(float, "wall time of the scoring, rounded to ms")
+    pitch_model: described(str, "torchcrepe model behind `periodicity` and `vuv_f1`: `full` or `tiny`")
+    metrics: described(dict[str, Summary], "metric name → `{\"mean\", \"ci95\", \"n\"}` over the files it scored (see \"Quality\")")
+    unscored: described(list[UnscoredFile], "`{\"file\", \"metric\", \"reason\"}` for each file a metric could not score") = []
+
+
+QUALITY_PREFIX = b'{"kind":"quality"'
+
+
 class Event(msgspec.Struct, tag_field="event"):
     """A line of events.jsonl; ``event`` names its kind (the struct's tag)."""
 
@@ -94,6 +151,8 @@ class Checkpoint(Event, tag="checkpoint"):
     epoch: described(int, "epoch at save time")
     reason: described(Literal["milestone", "requested", "scheduled", "stop", "final"],
                       "`milestone`, `requested`, `scheduled`, `stop` or `final` (see below)")
+    quality: described(Optional[dict[str, float]],
+                       "the means of a `quality` record at this same step (metric → mean), else `null`") = None
 
 
 class Milestone(Event, tag="milestone"):
@@ -138,7 +197,7 @@ ENDINGS = (Stopped, Finished, Crashed)
 # The last of these says what a trainer is doing: training, stopping, or gone.
 CONTROLS = (Start, Resume, Stopping, Stopped, Finished, Crashed)
 
-Record = Union[Metrics, AnyEvent]
+Record = Union[Metrics, Quality, AnyEvent]
 
 
 def kind_of(event_type: type[Event]) -> str:
@@ -174,6 +233,7 @@ def supersede(records: list[Record]) -> list[Record]:
 
 
 METRICS_DECODER = msgspec.json.Decoder(Metrics)
+QUALITY_DECODER = msgspec.json.Decoder(Quality)
 EVENTS_DECODER = msgspec.json.Decoder(AnyEvent)
 ENCODER = msgspec.json.Encoder()
 
@@ -191,7 +251,8 @@ def _type_name(info: msgspec.inspect.Type) -> str:
     if isinstance(info, msgspec.inspect.ListType):
         return f"list of {_type_name(info.item_type)}"
     names = {msgspec.inspect.IntType: "int", msgspec.inspect.FloatType: "float", msgspec.inspect.StrType: "string",
-             msgspec.inspect.NoneType: "null", msgspec.inspect.StructType: "object", msgspec.inspect.LiteralType: "string"}
+             msgspec.inspect.NoneType: "null", msgspec.inspect.StructType: "object", msgspec.inspect.LiteralType: "string",
+             msgspec.inspect.DictType: "object"}
     return names[type(info)]
 
 
@@ -206,7 +267,7 @@ def markdown_table(kind: type[msgspec.Struct]) -> str:
 
 def markdown_tables() -> dict[str, str]:
     """Each record kind's table, by the name the docs give it (``metrics`` or the event's kind)."""
-    tables = {"metrics": markdown_table(Metrics)}
+    tables = {"metrics": markdown_table(Metrics), "quality": markdown_table(Quality)}
     tables.update({kind_of(e): markdown_table(e) for e in EVENTS})
     return tables
 
