@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from recordkit import line, make
-from trainer.records import (EVENTS, Checkpoint, Crashed, Event, Metrics, Resume, Start, Validation, kind_of,
-                             markdown_tables, supersede)
+from trainer.records import (EVENTS, Checkpoint, Crashed, Event, Metrics, Quality, Resume, Start, Summary, UnscoredFile,
+                             Validation, kind_of, markdown_tables, supersede)
 from trainer.rundir import JsonlWriter, checkpoint_name, checkpoint_step, read_jsonl, read_records, tail_records
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "run-directory.md"
@@ -24,6 +24,21 @@ def test_writer_appends_whole_lines_and_closes_a_torn_one(tmp_path):
     assert [(m.step, m.loss_g, m.lr) for m in decoded.records] == [(1, None, None), (3, None, None)]
     assert decoded.skipped == 1  # the torn fragment, now a line of its own
     assert read_jsonl(path)[-1]["loss_g"] is None
+
+
+def test_metrics_and_quality_lines_share_metrics_jsonl_and_each_reader_takes_its_own(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = JsonlWriter(path)
+    writer.write(Metrics(time=1.0, step=10, loss_g=3.0))
+    writer.write(Quality(time=2.0, step=10, files=2, seconds=1.5, pitch_model="tiny",
+                         metrics={"pesq_wb": Summary(mean=3.1, ci95=0.2, n=2)},
+                         unscored=[UnscoredFile(file="a", metric="vuv_f1", reason="no voiced frame in either signal")]))
+    writer.write(Metrics(time=3.0, step=20, loss_g=2.0))
+    writer.close()
+    metrics, quality = read_records(path, Metrics), read_records(path, Quality)
+    assert [m.step for m in metrics.records] == [10, 20] and metrics.skipped == 0
+    assert [(q.step, q.metrics["pesq_wb"].mean, q.unscored[0].metric) for q in quality.records] == [(10, 3.1, "vuv_f1")]
+    assert quality.skipped == 0
 
 
 def test_readers_skip_and_count_lines_that_are_not_records(tmp_path):

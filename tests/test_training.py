@@ -12,7 +12,9 @@ import torch
 from trainer.checkpoint import load_file
 from trainer.errors import UserError
 from trainer.launch import StartRequest, start_training
-from trainer.rundir import RunPaths, read_jsonl
+from trainer.records import QUALITY_METRICS, Checkpoint, Event, Metrics, Quality
+from trainer.rundir import RunPaths, read_jsonl, read_records
+from vocodertui.runstate import checkpoint_table
 
 from conftest import REPO, write_config
 
@@ -62,6 +64,28 @@ def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
     assert len(wavs) == 1 and len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "target_step: 6" in run.config.read_text()
     assert "checkpoint ckpt_00000006.pt" in run.log.read_text()
+
+
+def test_quality_is_scored_in_training_and_best_by_keeps_the_highest_pesq(demo_corpus, tmp_path):
+    config = write_config(tmp_path / "q.yaml", schedule={
+        "log_every": 2, "validate_every": 3, "checkpoint_every": 2, "keep_last": 1, "val_samples": 0, "milestones": [],
+        "quality_every": None, "quality_files": 2, "pitch_model": "tiny", "best_by": "pesq_wb"})
+    run = train(config, demo_corpus, tmp_path, target_step=6)
+    scored = read_records(run.metrics, Quality).records
+    # every validation is scored (quality_every null), the one at step 3 included
+    assert [q.step for q in scored] == [2, 3, 4, 6]
+    for q in scored:
+        assert q.files == 2 and q.pitch_model == "tiny"
+        assert set(q.metrics) | {u.metric for u in q.unscored} == set(QUALITY_METRICS)
+        assert all(s.n + sum(u.metric == name for u in q.unscored) == 2 for name, s in q.metrics.items())
+    assert [m.step for m in read_records(run.metrics, Metrics).records] == [2, 4, 6]
+    saved = [e for e in read_records(run.events, Event).records if isinstance(e, Checkpoint)]
+    by_step = {q.step: q for q in scored}
+    assert all(e.quality == {n: s.mean for n, s in by_step[e.step].metrics.items()} for e in saved)
+    best = max(saved, key=lambda e: (e.quality["pesq_wb"], -e.step)).step
+    assert [s for s, _ in run.checkpoint_files()] == sorted({6, best})  # keep_last 1, plus the best by PESQ
+    assert [r.step for r in checkpoint_table(run) if r.best] == [best]
+    assert load_file(run.checkpoints / "ckpt_00000006.pt")["quality"] == saved[-1].quality
 
 
 @pytest.mark.parametrize("stop_at", [4, 7])  # mid-epoch, and the end of the first epoch (7 batches)

@@ -4,12 +4,12 @@ checkpoints and their retention. Rank 0 alone writes; every rank passes the same
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +19,8 @@ from trainer.config import Config
 from trainer.data import VocoderData
 from trainer.distributed import World
 from trainer.gan import Gan
-from trainer.records import Checkpoint, Event, Metrics, Validation
+from trainer.quality import Scorer, missing_libraries, summarize
+from trainer.records import RANKINGS, Checkpoint, Event, Metrics, Quality, Validation, best_checkpoint, checkpoint_scores
 from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_records, sample_dir_name
 from trainer.spectrogram_png import write_comparison
 
@@ -34,13 +35,16 @@ class Artifacts:
         self.metrics = JsonlWriter(run.metrics) if world.is_main else None
         self.events = JsonlWriter(run.events) if world.is_main else None
         self.last_validation: Optional[tuple[int, Optional[float]]] = None  # (step, val mel-L1)
-        self.checkpoint_vals: dict[int, Optional[float]] = {}  # the checkpoints retention knows of
+        self.last_quality: Optional[tuple[int, dict[str, float]]] = None  # (step, metric -> mean)
+        self.checkpoint_scores: dict[int, dict[str, float]] = {}  # the checkpoints retention knows of
+        self.best_by = RANKINGS[cfg.schedule.best_by]
+        self._scorer: Optional[Scorer] = None
 
     def event(self, kind: type[Event], step: int, **fields: Any) -> None:
         if self.events is not None:
             self.events.write(kind(time=time.time(), step=step, **fields))
 
-    def write_metrics(self, record: Metrics) -> None:
+    def write_metrics(self, record: Metrics | Quality) -> None:
         if self.metrics is not None:
             self.metrics.write(record)
 
@@ -49,25 +53,36 @@ class Artifacts:
             return self.last_validation[1]
         return None
 
+    def quality_at(self, step: int) -> Optional[dict[str, float]]:
+        if self.last_quality and self.last_quality[0] == step:
+            return self.last_quality[1]
+        return None
+
     def known_checkpoints(self) -> None:
-        """Validation scores of the checkpoints already on disk, from the events log (at a resume)."""
+        """Scores of the checkpoints already on disk, from the events log (at a resume)."""
         on_disk = {step for step, _ in self.run.checkpoint_files()}
         for e in read_records(self.run.events, Event).records:
             if isinstance(e, Checkpoint) and e.step in on_disk:
-                self.checkpoint_vals[e.step] = e.val_mel
+                self.checkpoint_scores[e.step] = checkpoint_scores(e.val_mel, e.quality)
 
     # ---------------------------------------------------------------------------- validation
 
-    def validate(self, gan: Gan, data: VocoderData, step: int) -> None:
+    def validate(self, gan: Gan, data: VocoderData, step: int, score: bool = False) -> None:
+        """Validation mel-L1 over the validation set, samples, and (``score``) the quality of the
+        first ``schedule.quality_files`` files' output."""
         if self.world.is_main:
-            self._validate(gan, data, step)
+            scored = self._validate(gan, data, step, keep=self.cfg.schedule.quality_files if score else 0)
+            if score:
+                self._score(step, scored)
         self.world.barrier()
 
     @torch.no_grad()
-    def _validate(self, gan: Gan, data: VocoderData, step: int) -> None:
+    def _validate(self, gan: Gan, data: VocoderData, step: int, keep: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Returns (file, reference, generated) of the first ``keep`` files."""
         started = time.time()
         gan.generator.eval()
         errors = []
+        kept = []
         n_samples = self.cfg.schedule.val_samples
         final_dir = self.run.samples / sample_dir_name(step)
         tmp_dir = self.run.samples / f".{final_dir.name}.tmp"
@@ -80,6 +95,8 @@ class Artifacts:
             real = gan.loss_mel(audio.to(gan.device))
             fake = gan.loss_mel(y_g_hat)
             errors.append(F.l1_loss(real, fake).item())
+            if i < keep:
+                kept.append((utt.id, audio[0].numpy(), y_g_hat[0].cpu().numpy()))
             if i < n_samples:
                 write_wav(tmp_dir / f"{utt.id}.wav", y_g_hat[0].cpu().numpy(), self.cfg.audio.sampling_rate)
                 write_comparison(tmp_dir / f"{utt.id}.png", real[0].cpu().numpy(), fake[0].cpu().numpy())
@@ -92,6 +109,27 @@ class Artifacts:
         self.event(Validation, step, val_mel=val_mel, seconds=round(time.time() - started, 3),
                    samples=str(final_dir.relative_to(self.run.root)) if n_samples else None)
         log.info("step %d: validation mel-L1 %.4f", step, val_mel)
+        return kept
+
+    def _score(self, step: int, outputs: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """One ``quality`` record of the files kept from this validation."""
+        started = time.time()
+        scorer = self._scorer or self._make_scorer()
+        scored = [(name, scorer.score(reference, generated, key=name)) for name, reference, generated in outputs]
+        metrics, unscored = summarize(scored, scorer.names)
+        self.last_quality = (step, {name: s.mean for name, s in metrics.items()})
+        self.write_metrics(Quality(time=time.time(), step=step, files=len(outputs), seconds=round(time.time() - started, 3),
+                                   pitch_model=scorer.pitch_model, metrics=metrics, unscored=unscored))
+        log.info("step %d: quality %s (%.1f s)", step,
+                 "  ".join(f"{name} {s.mean:.4g}" for name, s in metrics.items()), time.time() - started)
+
+    def _make_scorer(self) -> Scorer:
+        s = self.cfg.schedule
+        missing = missing_libraries(tuple(s.quality_metrics))
+        for name, how in missing.items():
+            log.warning("quality metric %s is not scored: %s", name, how)
+        self._scorer = Scorer(self.cfg.audio, tuple(m for m in s.quality_metrics if m not in missing), s.pitch_model)
+        return self._scorer
 
     # --------------------------------------------------------------------------- checkpoints
 
@@ -103,24 +141,24 @@ class Artifacts:
             path = self.run.checkpoints / checkpoint_name(step)
             self.run.checkpoints.mkdir(exist_ok=True)
             size = ckpt.save_atomic(state, path)
-            self.checkpoint_vals[step] = state["val_mel"]
+            self.checkpoint_scores[step] = checkpoint_scores(state["val_mel"], state["quality"])
             self.event(Checkpoint, step, path=str(path.relative_to(self.run.root)), size=size, val_mel=state["val_mel"],
-                       epoch=state["epoch"], reason=reason)
+                       epoch=state["epoch"], reason=reason, quality=state["quality"])
             log.info("step %d: checkpoint %s (%s)", step, path.name, reason)
             self._prune_checkpoints()
         self.world.barrier()
 
     def _prune_checkpoints(self) -> None:
-        """Keep the last ``keep_last`` checkpoints, the best by validation mel-L1, and every milestone."""
-        steps = sorted(self.checkpoint_vals)
+        """Keep the last ``keep_last`` checkpoints, the best by ``schedule.best_by``, and every milestone."""
+        steps = sorted(self.checkpoint_scores)
         keep = set(steps[-self.cfg.schedule.keep_last:]) | set(self.cfg.schedule.milestones)
-        scored = [(v, s) for s, v in self.checkpoint_vals.items() if v is not None and math.isfinite(v)]
-        if scored:
-            keep.add(min(scored)[1])
+        best = best_checkpoint(self.checkpoint_scores, self.best_by)
+        if best is not None:
+            keep.add(best)
         for step in steps:
             if step not in keep:
                 (self.run.checkpoints / checkpoint_name(step)).unlink(missing_ok=True)
-                del self.checkpoint_vals[step]
+                del self.checkpoint_scores[step]
 
     def close(self) -> None:
         for writer in (self.metrics, self.events):

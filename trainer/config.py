@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from trainer.errors import UserError
+from trainer.records import QUALITY_METRICS, RANKINGS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -26,6 +27,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 GENERATOR_TYPES = ("hifigan",)
 DISCRIMINATOR_KINDS = ("msd", "mpd")
 DEVICES = ("auto", "cpu", "cuda")
+PITCH_MODELS = ("full", "tiny")  # torchcrepe's two
 
 
 @dataclass
@@ -91,6 +93,22 @@ class ScheduleConfig:
     keep_last: int = 3
     val_samples: int = 3
     milestones: list[int] = field(default_factory=list)
+    # Objective quality of the validation output (trainer/quality.py): None scores at every
+    # validation, N every N steps, 0 never. Checkpoints are also scored when best_by needs it.
+    quality_every: Optional[int] = None
+    quality_files: int = 8
+    quality_metrics: list[str] = field(default_factory=lambda: list(QUALITY_METRICS))
+    pitch_model: str = "full"
+    # Which checkpoint retention keeps as the best: val_mel_l1 or a quality metric.
+    best_by: str = "val_mel_l1"
+
+    def quality_due(self, step: int, validating: bool, checkpointing: bool) -> bool:
+        """Whether the validation output at ``step`` is scored (a validation runs for it if so)."""
+        if self.quality_every == 0 or not self.quality_metrics:
+            return False
+        if checkpointing and self.best_by in QUALITY_METRICS:
+            return True
+        return validating if self.quality_every is None else step % self.quality_every == 0
 
 
 @dataclass
@@ -362,6 +380,20 @@ def validate(cfg: Config, source: str) -> None:
             fail(f"schedule.{name} must be at least 1")
     if s.val_samples < 0:
         fail("schedule.val_samples must not be negative")
+    if s.quality_every is not None and s.quality_every < 0:
+        fail("schedule.quality_every must be 0 (never), a number of steps, or null (every validation)")
+    if s.quality_files < 1:
+        fail("schedule.quality_files must be at least 1")
+    for name in s.quality_metrics:
+        if name not in QUALITY_METRICS:
+            fail(f"schedule.quality_metrics: unknown metric '{name}'{_suggest(name, list(QUALITY_METRICS))}")
+    if s.pitch_model not in PITCH_MODELS:
+        fail(f"schedule.pitch_model must be one of {', '.join(PITCH_MODELS)}, got {s.pitch_model!r}")
+    if s.best_by not in RANKINGS:
+        fail(f"schedule.best_by: unknown metric '{s.best_by}'{_suggest(s.best_by, list(RANKINGS))}")
+    if s.best_by in QUALITY_METRICS and (s.quality_every == 0 or s.best_by not in s.quality_metrics):
+        fail(f"schedule.best_by is {s.best_by}, which is not scored: add it to schedule.quality_metrics "
+             "and leave schedule.quality_every above 0")
     if cfg.data.val_count < 1:
         fail("data.val_count must be at least 1")
 

@@ -90,9 +90,11 @@ class Trainer:
         s, asked = self.cfg.schedule, self.requests.asked
         milestone = self.step in s.milestones
         scheduled = self.step % s.checkpoint_every == 0 or milestone
-        if self.step % s.validate_every == 0 or scheduled or asked.validation:
+        validating = self.step % s.validate_every == 0 or scheduled or asked.validation
+        scoring = s.quality_due(self.step, validating, checkpointing=scheduled or asked.checkpoint)
+        if validating or scoring:
             asked.validation = False
-            self.artifacts.validate(self.gan, self.data, self.step)
+            self.artifacts.validate(self.gan, self.data, self.step, score=scoring)
         if scheduled or asked.checkpoint:
             self.save_checkpoint("milestone" if milestone else "requested" if asked.checkpoint else "scheduled")
             asked.checkpoint = False
@@ -140,6 +142,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "time": time.time(),
             "val_mel": self.artifacts.val_at(self.step),
+            "quality": self.artifacts.quality_at(self.step),
             **self.gan.state_dict(),
             "rng": ckpt.rng_state(),
             "config": self.cfg.to_dict(),
@@ -165,6 +168,8 @@ class Trainer:
             ckpt.restore_rng_state(state["rng"])
             if state.get("val_mel") is not None:
                 self.artifacts.last_validation = (self.step, state["val_mel"])
+            if state.get("quality") is not None:
+                self.artifacts.last_quality = (self.step, state["quality"])
         else:
             self.gan.continue_schedule_at(self.epoch)
 

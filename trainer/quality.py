@@ -18,6 +18,7 @@ to get it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -136,6 +137,19 @@ def _torchcrepe():
         del sys.modules["torchaudio"]
 
 
+@contextlib.contextmanager
+def seeded_dither():
+    """torchcrepe dithers the decoded pitch with scipy, which draws from numpy's global generator,
+    and the hysteresis threshold sees the dithered pitch: seeded, one signal always gets the same
+    voicing; the caller's numpy state is put back afterwards."""
+    state = np.random.get_state()
+    np.random.seed(PITCH_DITHER_SEED)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 @dataclass(frozen=True)
 class PitchTrack:
     periodicity: torch.Tensor  # per 10 ms frame, 0 in silent frames
@@ -152,8 +166,7 @@ def pitch_track(audio: np.ndarray, rate: int, model: str = "full") -> PitchTrack
     x = torch.from_numpy(resample(np.asarray(audio, dtype=np.float32), rate, CREPE_RATE))[None]
     if x.shape[1] < PITCH_HOP:
         raise Unscored(f"too short for pitch tracking ({x.shape[1] / CREPE_RATE * 1000:.0f} ms)")
-    with torch.random.fork_rng(devices=[]):  # torchcrepe dithers the decoded pitch with torch's generator
-        torch.manual_seed(PITCH_DITHER_SEED)
+    with seeded_dither():
         pitch, periodicity = crepe.predict(x, CREPE_RATE, PITCH_HOP, PITCH_FMIN, PITCH_FMAX, model, return_periodicity=True)
     periodicity = crepe.threshold.Silence()(periodicity, x, CREPE_RATE, PITCH_HOP)
     with warnings.catch_warnings():  # an all-unvoiced signal: torchcrepe's whitening takes the mean of nothing
@@ -281,6 +294,10 @@ class Scorer:
             (("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"), lambda: astuple(dnsmos(generated, self.rate))),
         ]
         scores = Scores()
+        for signal, audio in (("generated", generated), ("reference", reference)):
+            if audio is not None and not np.isfinite(audio).all():
+                scores.unscored.update((n, f"the {signal} audio has non-finite samples") for n in self.names)
+                return scores
         for names, compute in families:
             wanted = [n for n in names if n in self.names]
             if not wanted:

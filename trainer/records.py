@@ -9,6 +9,7 @@ holds the document to them. Imports neither torch nor textual.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Optional, Union
 
 import msgspec
@@ -56,22 +57,23 @@ class QualityMetric(msgspec.Struct, frozen=True):
     higher_is_better: bool
     needs_reference: bool = True
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
 
 
 QUALITY_METRICS: dict[str, QualityMetric] = {m.name: m for m in (
-    QualityMetric("pesq_wb", "PESQ (wide band)", True),
+    QualityMetric("pesq_wb", "PESQ wb", True),
     QualityMetric("mstft", "M-STFT", False),
-    QualityMetric("periodicity", "periodicity RMSE", False),
+    QualityMetric("periodicity", "periodicity", False),
     QualityMetric("vuv_f1", "V/UV F1", True),
     QualityMetric("mel_l1", "mel-L1", False),
-    QualityMetric("dnsmos_ovrl", "DNSMOS overall", True, needs_reference=False),
-    QualityMetric("dnsmos_sig", "DNSMOS signal", True, needs_reference=False),
-    QualityMetric("dnsmos_bak", "DNSMOS background", True, needs_reference=False),
+    QualityMetric("dnsmos_ovrl", "DNSMOS ovrl", True, needs_reference=False),
+    QualityMetric("dnsmos_sig", "DNSMOS sig", True, needs_reference=False),
+    QualityMetric("dnsmos_bak", "DNSMOS bak", True, needs_reference=False),
 )}
 # What ``schedule.best_by`` may name: the validation's mel-L1 or a quality metric.
-VAL_MEL_L1 = QualityMetric("val_mel_l1", "validation mel-L1", False)
+VAL_MEL_L1 = QualityMetric("val_mel_l1", "val mel-L1", False)
 RANKINGS: dict[str, QualityMetric] = {VAL_MEL_L1.name: VAL_MEL_L1, **QUALITY_METRICS}
 
 
@@ -198,6 +200,21 @@ ENDINGS = (Stopped, Finished, Crashed)
 CONTROLS = (Start, Resume, Stopping, Stopped, Finished, Crashed)
 
 Record = Union[Metrics, Quality, AnyEvent]
+
+
+def checkpoint_scores(val_mel: Optional[float], quality: Optional[dict[str, float]]) -> dict[str, float]:
+    """What a checkpoint can be ranked by (``RANKINGS``): its validation mel-L1 and its quality means."""
+    scores = dict(quality or {})
+    if val_mel is not None:
+        scores[VAL_MEL_L1.name] = val_mel
+    return scores
+
+
+def best_checkpoint(scores: dict[int, dict[str, float]], by: QualityMetric) -> Optional[int]:
+    """The step of the best checkpoint by ``by`` (the earliest of equals); None if none has a finite score."""
+    ranked = [(-v if by.higher_is_better else v, step) for step, s in scores.items()
+              if (v := s.get(by.name)) is not None and math.isfinite(v)]
+    return min(ranked)[1] if ranked else None
 
 
 def kind_of(event_type: type[Event]) -> str:

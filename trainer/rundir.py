@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import msgspec
 
-from trainer.records import EVENTS_DECODER, METRICS_DECODER, Event, Metrics, Record, encode
+from trainer.records import EVENTS_DECODER, METRICS_DECODER, QUALITY_DECODER, QUALITY_PREFIX, Event, Metrics, Quality, Record, encode
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -142,16 +142,23 @@ class Decoded:
     skipped: int = 0
 
 
-def decode_lines(lines: Iterable[bytes], kind: type[Metrics] | type[Event]) -> Decoded:
-    """Records of ``kind`` (``Metrics`` for metrics.jsonl, ``Event`` for events.jsonl) from raw lines.
+Kind = type[Metrics] | type[Quality] | type[Event]
+
+
+def decode_lines(lines: Iterable[bytes], kind: Kind) -> Decoded:
+    """Records of ``kind`` from raw lines: ``Metrics`` or ``Quality`` from metrics.jsonl (each
+    passes over the other's lines), ``Event`` from events.jsonl.
 
     A line without its newline is still being written (or was torn by a crash) and is left out
     without being counted; a whole line that does not decode into a record is skipped and counted.
     """
-    decoder = METRICS_DECODER if kind is Metrics else EVENTS_DECODER
+    decoder = {Metrics: METRICS_DECODER, Quality: QUALITY_DECODER}.get(kind, EVENTS_DECODER)
+    quality_lines = {Metrics: False, Quality: True}.get(kind)  # of metrics.jsonl's two kinds of line, which to read
     out = Decoded([])
     for line in lines:
         if not line.endswith(b"\n"):
+            continue
+        if quality_lines is not None and line.startswith(QUALITY_PREFIX) != quality_lines:
             continue
         try:
             out.records.append(decoder.decode(line))
@@ -160,7 +167,7 @@ def decode_lines(lines: Iterable[bytes], kind: type[Metrics] | type[Event]) -> D
     return out
 
 
-def read_records(path: Path, kind: type[Metrics] | type[Event]) -> Decoded:
+def read_records(path: Path, kind: Kind) -> Decoded:
     """Every record of a JSONL file (an absent file has none)."""
     try:
         with open(path, "rb") as f:
@@ -169,7 +176,7 @@ def read_records(path: Path, kind: type[Metrics] | type[Event]) -> Decoded:
         return Decoded([])
 
 
-def tail_records(path: Path, kind: type[Metrics] | type[Event], max_bytes: int = 65536) -> Decoded:
+def tail_records(path: Path, kind: Kind, max_bytes: int = 65536) -> Decoded:
     """The records in the last ``max_bytes`` of a JSONL file (cheap on a file of any size)."""
     try:
         with open(path, "rb") as f:

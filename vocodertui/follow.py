@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from trainer.records import LOSSES, REWINDS, Event, Metrics
-from trainer.rundir import decode_lines
+from trainer.rundir import Kind, decode_lines
 
 METRIC_COLUMNS = ("time", "step", *LOSSES)
 TAIL_BYTES = 1 << 20
@@ -30,7 +30,7 @@ class JsonlFollower:
     """Whole records of ``kind`` (``Metrics`` or ``Event``) appended to a JSONL file since the last
     ``read_new``; ``skipped`` counts the whole lines that did not decode."""
 
-    def __init__(self, path: Path, kind: type[Metrics] | type[Event], start: int = 0):
+    def __init__(self, path: Path, kind: Kind, start: int = 0):
         self.path = path
         self.kind = kind
         self.skipped = 0

@@ -5,14 +5,16 @@ Used by ``vocodertui status`` / ``checkpoints`` and by the dashboard; imports ne
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from trainer import pidfile
-from trainer.records import CONTROLS, ENDINGS, REWINDS, SEGMENTS, Checkpoint, Crashed, Event, Metrics, Stopped, Stopping, kind_of
+from trainer.config import load_config
+from trainer.errors import UserError
+from trainer.records import (CONTROLS, ENDINGS, RANKINGS, REWINDS, SEGMENTS, VAL_MEL_L1, Checkpoint, Crashed, Event, Metrics,
+                             QualityMetric, Stopped, Stopping, best_checkpoint, checkpoint_scores, kind_of)
 from trainer.rundir import RunPaths, read_records, tail_records
 
 STALL_MIN_SECONDS = 300.0  # a validation pass or a checkpoint on a big model can take minutes
@@ -26,6 +28,7 @@ class CheckpointInfo:
     time: float
     size: int
     val_mel: Optional[float]
+    quality: Optional[dict[str, float]] = None  # quality means at this step (metric -> mean)
     best: bool = False
 
 
@@ -65,20 +68,31 @@ def last_activity(run: RunPaths) -> float:
     return max(times, default=0.0)
 
 
+def best_by(run: RunPaths) -> QualityMetric:
+    """What the run ranks its checkpoints by (``schedule.best_by`` of its config)."""
+    try:
+        return RANKINGS[load_config(run.config).schedule.best_by]
+    except UserError:  # no readable config: the default
+        return VAL_MEL_L1
+
+
 def checkpoint_table(run: RunPaths, events: Optional[list[Event]] = None) -> list[CheckpointInfo]:
-    """Checkpoints on disk, oldest first, with their validation mel-L1 from the events log."""
+    """Checkpoints on disk, oldest first, with their validation mel-L1 and quality from the events
+    log; the best by the run's ``schedule.best_by`` is marked."""
     events = read_records(run.events, Event).records if events is None else events
-    val = {e.step: e.val_mel for e in events if isinstance(e, Checkpoint)}
+    saved = {e.step: e for e in events if isinstance(e, Checkpoint)}
     rows = []
     for step, path in run.checkpoint_files():
         try:
             st = path.stat()
         except FileNotFoundError:  # pruned while we looked
             continue
-        rows.append(CheckpointInfo(step, str(path), st.st_mtime, st.st_size, val.get(step)))
-    scored = [r for r in rows if r.val_mel is not None and math.isfinite(r.val_mel)]
-    if scored:
-        min(scored, key=lambda r: (r.val_mel, r.step)).best = True
+        event = saved.get(step)
+        rows.append(CheckpointInfo(step, str(path), st.st_mtime, st.st_size, event.val_mel if event else None,
+                                   event.quality if event else None))
+    best = best_checkpoint({r.step: checkpoint_scores(r.val_mel, r.quality) for r in rows}, best_by(run))
+    for r in rows:
+        r.best = r.step == best
     return rows
 
 
