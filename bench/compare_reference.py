@@ -55,6 +55,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.machine import cpu_name  # noqa: E402
 from trainer.config import load_config
 from trainer.records import LOSSES
 
@@ -443,17 +444,6 @@ def compare_data(args, scratch: Path) -> list[dict]:
         "ref": round(ref_rate, 2), "ours": round(our_rate, 2), "ratio": round(our_rate / ref_rate, 3),
         "clips": len(list(wav_dir.glob("*.wav"))),
     }]
-
-
-def cpu_name() -> str:
-    """The model name with its family and model numbers (a VM may show only "AMD EPYC", the same for Zen 4 and Zen 5)."""
-    fields = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-        if not line.strip():
-            break
-    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
 def main() -> None:

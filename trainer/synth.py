@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -18,8 +20,15 @@ from trainer.mel import input_mel
 from trainer.models import Generator
 
 
-def load_generator_state(checkpoint: Path, config: Optional[str]) -> tuple[dict, Config]:
-    """The generator's state dict and the config it belongs to.
+@dataclass
+class GeneratorState:
+    weights: dict
+    cfg: Config
+    step: Optional[int]  # None for a jik876 file whose name carries no step
+
+
+def load_generator_state(checkpoint: Path, config: Optional[str]) -> GeneratorState:
+    """The generator's weights, the config they belong to and the step they were saved at.
 
     Our checkpoints carry their config (``config``, if given, must describe the same model); a
     jik876 ``g_########`` needs ``config`` or the ``config.json`` beside it.
@@ -33,7 +42,7 @@ def load_generator_state(checkpoint: Path, config: Optional[str]) -> tuple[dict,
             if mismatch:
                 raise UserError(f"--config does not match {checkpoint}: {mismatch}")
             cfg = given
-        return state["generator"], cfg
+        return GeneratorState(state["generator"], cfg, int(state["step"]))
     if "generator" not in state:
         raise UserError(f"{checkpoint} is neither a vocodertui checkpoint nor a jik876 generator file")
     if config is None:
@@ -41,7 +50,8 @@ def load_generator_state(checkpoint: Path, config: Optional[str]) -> tuple[dict,
         if not beside.is_file():
             raise UserError(f"{checkpoint} is a jik876 generator: pass --config (no config.json beside it)")
         config = str(beside)
-    return state["generator"], load_config(config)
+    step = re.fullmatch(r"g_0*(\d+)", checkpoint.name)
+    return GeneratorState(state["generator"], load_config(config), int(step[1]) if step else None)
 
 
 def build_generator(state_dict: dict, cfg: Config, source: Path) -> Generator:
@@ -87,8 +97,9 @@ def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[s
         raise UserError(f"precision {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
     if not input_path.is_file():
         raise UserError(f"input file not found: {input_path}")
-    state_dict, cfg = load_generator_state(checkpoint, config)
-    generator = build_generator(state_dict, cfg, checkpoint)
+    loaded = load_generator_state(checkpoint, config)
+    cfg = loaded.cfg
+    generator = build_generator(loaded.weights, cfg, checkpoint)
     mel = read_input_mel(input_path, cfg)
     with torch.inference_mode():
         audio = vocode(generator, mel, precision)[0, 0].numpy()
@@ -114,7 +125,8 @@ def jik876_config(cfg: Config) -> dict:
 
 def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[str]:
     """Write ``out`` as a jik876 generator file and ``config.json`` beside it; returns warnings."""
-    state_dict, cfg = load_generator_state(checkpoint, config)
+    loaded = load_generator_state(checkpoint, config)
+    state_dict, cfg = loaded.weights, loaded.cfg
     build_generator(state_dict, cfg, checkpoint)  # refuses weights that do not fit the config
     config_path = out.parent / "config.json"
     config_text = json.dumps(jik876_config(cfg), indent=4) + "\n"

@@ -20,7 +20,9 @@ from rich.console import Console
 from rich.prompt import Confirm
 from rich.table import Table
 
+from trainer.config import PITCH_MODELS
 from trainer.errors import UserError
+from trainer.records import QUALITY_METRICS
 from vocodertui.control import ControlError
 from vocodertui.units import format_bytes, format_duration
 
@@ -191,7 +193,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    from trainer.records import QUALITY_METRICS
     from vocodertui.runstate import best_by, checkpoint_table
 
     run = resolve_run_arg(args)
@@ -221,6 +222,65 @@ def cmd_synth(args: argparse.Namespace) -> int:
     seconds = synthesize(Path(args.checkpoint), Path(args.input), Path(args.out), args.config, args.precision)
     print(f"wrote {args.out} ({seconds:.2f} s of audio)")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainer.evaluate import evaluate, parse_metrics
+
+    metrics = parse_metrics(args.metrics)
+    with Progress(TextColumn("scoring {task.fields[file]}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("eval", total=None, file="")
+        report = evaluate([Path(c) for c in args.checkpoint], Path(args.data), Path(args.mels_dir) if args.mels_dir else None,
+                          args.config, metrics, args.pitch_model, Path(args.out) if args.out else None,
+                          advance=lambda file: progress.update(task, advance=1, file=file),
+                          started=lambda total: progress.update(task, total=total))
+    for metric, how in report.missing.items():
+        print(f"vocodertui: {metric} is not scored: {how}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 0
+    console = make_console()
+    console.print(eval_table(report))
+    for skipped in report.skipped:
+        console.print(f"skipped {skipped.file}: {skipped.reason}", markup=False)
+    for e in report.checkpoints:
+        for u in e.unscored:
+            console.print(f"{Path(e.path).name}: {u.file} has no {u.metric}: {u.reason}", markup=False)
+    if args.out:
+        console.print(f"generated audio in {args.out}/", markup=False)
+    return 0
+
+
+def eval_table(report) -> Table:
+    def cell(summary) -> str:
+        if summary is None:
+            return "-"
+        return f"{summary.mean:.4g}" + (f" ± {summary.ci95:.2g}" if summary.ci95 is not None else "")
+
+    files = {e.files for e in report.checkpoints}
+    table = Table(title="quality", box=box.SIMPLE_HEAD, show_edge=False,
+                  caption=f"mean ± 95 % CI over {'/'.join(map(str, sorted(files)))} files; ★ best per row; "
+                          f"ground truth: the references' own score, the ceiling")
+    table.add_column("metric")
+    table.add_column("better")
+    for e in report.checkpoints:
+        table.add_column(f"{Path(e.path).name}" + (f"\nstep {e.step:,}" if e.step is not None else ""), justify="right")
+    if report.ground_truth:
+        table.add_column("ground truth", justify="right")
+    for name in report.metrics:
+        metric = QUALITY_METRICS[name]
+        summaries = [e.metrics.get(name) for e in report.checkpoints]
+        means = [s.mean for s in summaries if s is not None]
+        best = (max if metric.higher_is_better else min)(means) if len(means) > 1 else None
+        row = [metric.title, "↑" if metric.higher_is_better else "↓"]
+        row += [cell(s) + (" ★" if s is not None and s.mean == best else "") for s in summaries]
+        if report.ground_truth:
+            row.append(cell(report.ground_truth.metrics.get(name)))
+        table.add_row(*row)
+    return table
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -294,6 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fp32 (default) or bf16: about 2x faster on CPUs with avx512_bf16 or AMX, "
                             "~45-50 dB SNR against fp32")
     synth.set_defaults(func=cmd_synth)
+
+    evaluation = sub.add_parser("eval", help="vocode a dataset with checkpoints and score them: PESQ, M-STFT, pitch, DNSMOS")
+    evaluation.add_argument("--checkpoint", action="append", required=True,
+                            help="our ckpt_XXXXXXXX.pt or a jik876 g_XXXXXXXX; repeat to compare several")
+    evaluation.add_argument("--data", required=True, help="LJSpeech layout (metadata.csv + wavs/) or a folder of audio")
+    evaluation.add_argument("--mels-dir", help="vocode an acoustic model's mels, {mels_dir}/{utterance id}.npy, instead of the audio's")
+    evaluation.add_argument("--config", help="the config whose mels the data gets (default: the first checkpoint's; "
+                                             "a jik876 checkpoint: config.json beside it)")
+    evaluation.add_argument("--metrics", help="comma-separated, default all: " + ",".join(QUALITY_METRICS))
+    evaluation.add_argument("--pitch-model", default="full", choices=PITCH_MODELS,
+                            help="torchcrepe model for periodicity and vuv_f1 (tiny: ~10x faster, not comparable with full)")
+    evaluation.add_argument("--json", action="store_true", help='one object: {"checkpoints": [{"path", "step", "files", "seconds", "metrics"}]}')
+    evaluation.add_argument("--out", help="keep the generated WAVs here, a folder per checkpoint")
+    evaluation.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", help="write a generator file that jik876/hifi-gan loads")
     export.add_argument("--checkpoint", required=True)
