@@ -23,12 +23,12 @@ from vocodertui.cli import main
 from vocodertui.dashboard.app import MonitorApp
 from vocodertui.dashboard.feed import RunFeed, SystemStats
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, RunPicker
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
-from vocodertui.dashboard.panes import LossesPane
+from vocodertui.dashboard.panes import LossesPane, QualityPane
 from vocodertui.dashboard.widgets import CheckpointTable, EventLog, LossPlot, RunHeader, Spectrogram
 from recordkit import make
-from trainer.records import EVENTS, Metrics, Resume, kind_of
+from trainer.records import EVENTS, Metrics, Quality, Resume, Summary, UnscoredFile, kind_of
 from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
 
 from conftest import REPO
@@ -72,13 +72,13 @@ class FakeRun:
                                        lr=2e-4, steps_per_s=rate, grad_norm_g=100.0, grad_norm_d=5.0))
         return t0 + last / rate
 
-    def checkpoint(self, t: float, step: int, val_mel: float, reason: str = "scheduled") -> None:
+    def checkpoint(self, t: float, step: int, val_mel: float, reason: str = "scheduled", quality=None) -> None:
         path = self.run.checkpoints / checkpoint_name(step)
         path.write_bytes(b"\0" * 4096)
         os.utime(path, (t, t))
         self.event(t, "validation", step, val_mel=val_mel, seconds=0.5, samples=self.sample(step))
         self.event(t, "checkpoint", step, path=f"checkpoints/{path.name}", size=4096, val_mel=val_mel,
-                   epoch=step // 40, reason=reason)
+                   epoch=step // 40, reason=reason, quality=quality)
 
     def sample(self, step: int) -> str:
         folder = self.run.samples / f"step_{step:08d}"
@@ -284,6 +284,46 @@ async def test_resumed_run_plots_only_the_current_timeline(tmp_path):
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.view is not None, "the first view")
         assert app.view.curves.column("step").tolist() == [10, 20, 30, 40, 50, 60, 70]
+
+
+def scored(pesq: float) -> dict:
+    return {"pesq_wb": Summary(pesq, 0.1, 3), "mstft": Summary(4.0 - pesq, 0.2, 3)}
+
+
+async def test_quality_tab_plots_the_current_timelines_scores_and_the_picker_shows_them(tmp_path):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(NOW - 1000)
+    fake.train(NOW - 1000, 10, 150)
+    for step, pesq in ((50, 1.5), (100, 2.5), (150, 3.9)):
+        t = NOW - 1000 + step / 2
+        fake.metrics.write(Quality(time=t, step=step, files=3, seconds=4.2, pitch_model="tiny", metrics=scored(pesq)))
+        if step < 150:
+            fake.checkpoint(t, step, 1.0 - step / 1000, quality={n: v.mean for n, v in scored(pesq).items()})
+    fake.event(NOW - 800, "crashed", 150, reason="killed")
+    fake.event(NOW - 700, "resume", 100, checkpoint="checkpoints/ckpt_00000100.pt", epoch=1, superseded=[],
+               config="demo", pid=2, target_step=400, device="cpu", precision="fp32", threads=2, milestones=[200])
+    fake.metrics.write(Quality(time=NOW - 600, step=150, files=3, seconds=4.0, pitch_model="tiny", metrics=scored(2.75),
+                               unscored=[UnscoredFile("LJ001-0001", "vuv_f1", "no voiced frame in either signal")]))
+    fake.event(NOW - 600, "stopped", 150, reason="SIGTERM")
+    app = monitor(fake.run)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.quality, "the quality records")
+        assert [(q.step, q.metrics["pesq_wb"].mean) for q in app.view.quality] == [(50, 1.5), (100, 2.5), (150, 2.75)]
+        await pilot.press("5")
+        assert app.query_one("#tabs").active == "quality"
+        pane = app.query_one(QualityPane)
+        assert pane.query_one("#quality-pesq_wb", LossPlot).title == "PESQ wb (↑ better) 2.75 ↑"
+        assert pane.query_one("#quality-mstft", LossPlot).title == "M-STFT (↓ better) 1.25 ↓"
+        summary = str(pane.query_one("#quality-summary", Static).render())
+        assert "step 150" in summary and "tiny" in summary and "1 unscored" in summary
+        table = pane.query_one(CheckpointTable)
+        await until(pilot, lambda: table.row_count == 2, "the checkpoint rows")
+        assert [str(c.label) for c in table.columns.values()] == ["step", "saved", "size", "val mel-L1", "PESQ wb", "M-STFT", "best"]
+        assert [table.get_row_at(i)[4] for i in range(2)] == ["2.5", "1.5"]
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the checkpoint picker")
+        picker = app.screen.query_one(DataTable)
+        assert "PESQ wb" in [str(c.label) for c in picker.columns.values()]
 
 
 async def test_a_huge_metrics_file_renders_from_its_tail_then_indexes_the_rest(tmp_path):

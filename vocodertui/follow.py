@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from trainer.records import LOSSES, REWINDS, Event, Metrics
+from trainer.records import LOSSES, QUALITY_PREFIX, REWINDS, Event, Metrics, Quality
 from trainer.rundir import Kind, decode_lines
 
 METRIC_COLUMNS = ("time", "step", *LOSSES)
@@ -27,7 +27,7 @@ INDEX_CHUNK_BYTES = 8 << 20
 
 
 class JsonlFollower:
-    """Whole records of ``kind`` (``Metrics`` or ``Event``) appended to a JSONL file since the last
+    """Whole records of ``kind`` (``Metrics``, ``Quality`` or ``Event``) appended to a JSONL file since the last
     ``read_new``; ``skipped`` counts the whole lines that did not decode."""
 
     def __init__(self, path: Path, kind: Kind, start: int = 0):
@@ -60,9 +60,27 @@ class JsonlFollower:
         data = self.pending + data
         cut = data.rfind(b"\n") + 1
         self.pending = data[cut:]
-        decoded = decode_lines(data[:cut].splitlines(keepends=True), self.kind)
+        whole = data[:cut]
+        decoded = decode_lines(quality_lines(whole) if self.kind is Quality else whole.splitlines(keepends=True), self.kind)
         self.skipped += decoded.skipped
         return decoded.records, reset
+
+
+def quality_lines(data: bytes) -> list[bytes]:
+    """The quality lines among whole metrics.jsonl lines, found without splitting the metrics lines
+    (a million of them are a few hundred quality lines' haystack)."""
+    needle = b"\n" + QUALITY_PREFIX
+    starts = [0] if data.startswith(QUALITY_PREFIX) else []
+    found = data.find(needle)
+    while found != -1:
+        starts.append(found + 1)
+        found = data.find(needle, found + 1)
+    return [data[start:data.find(b"\n", start) + 1] for start in starts]
+
+
+def current_timeline(records: list, rewinds: list[tuple[float, int]]) -> list:
+    """The records a resume or rollback has not voided: those written after each rewind, or at or before its step."""
+    return [r for r in records if all(r.time >= t or r.step <= step for t, step in rewinds)]
 
 
 def columns_of(records: list[Metrics]) -> np.ndarray:

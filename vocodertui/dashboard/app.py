@@ -25,7 +25,7 @@ from trainer.records import SEGMENTS
 from trainer.rundir import RunPaths
 from vocodertui import control
 from vocodertui.dashboard.feed import RunFeed, RunView
-from vocodertui.dashboard.panes import LossesPane, SamplesPane
+from vocodertui.dashboard.panes import LossesPane, QualityPane, SamplesPane
 from vocodertui.dashboard.reader import RunReader
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, HelpScreen, RunPicker
 from vocodertui.dashboard.widgets import CheckpointTable, EventLog, ProgressPanel, RunHeader, SystemLine
@@ -61,6 +61,7 @@ class MonitorApp(App):
         Binding("2", "tab('checkpoints')", "Checkpoints", show=False),
         Binding("3", "tab('samples')", "Samples", show=False),
         Binding("4", "tab('events')", "Events", show=False),
+        Binding("5", "tab('quality')", "Quality", show=False),
     ]
 
     launching = reactive(False, bindings=True)  # a resume was asked for and its trainer has not said so yet
@@ -85,6 +86,7 @@ class MonitorApp(App):
             yield SamplesPane()
             with TabPane("Events", id="events"):
                 yield EventLog(id="event-log", wrap=True)
+            yield QualityPane()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -116,10 +118,12 @@ class MonitorApp(App):
         self.query_one(RunHeader).show(view, self.launching)
         self.query_one(ProgressPanel).show(view)
         self.query_one(SystemLine).show(view)
-        self.query_one(CheckpointTable).show(view)
+        for table in self.query(CheckpointTable):
+            table.show(view)
         self.query_one(EventLog).show(view)
         self.query_one(LossesPane).curves = view.curves
         self.query_one(SamplesPane).samples = view.samples
+        self.query_one(QualityPane).quality = view.quality
 
     # ------------------------------------------------------------------------------ actions
 

@@ -18,9 +18,9 @@ import numpy as np
 import psutil
 
 from trainer import pidfile
-from trainer.records import SEGMENTS, Event, Metrics, Validation, supersede
+from trainer.records import SEGMENTS, Event, Metrics, Quality, Validation, supersede
 from trainer.rundir import RunPaths
-from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, effective, rewinds_of
+from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, current_timeline, effective, rewinds_of
 from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status
 
 HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
@@ -59,6 +59,7 @@ class RunView:
     checkpoints: tuple[CheckpointInfo, ...]
     milestones: tuple[int, ...]
     samples: tuple[Path, ...]  # the latest validation's sample WAVs
+    quality: tuple[Quality, ...]  # the current timeline's quality records, step order
     system: SystemStats
     indexing: bool  # older metrics lines are still being indexed (whole-run plots are partial)
 
@@ -81,7 +82,9 @@ class RunFeed:
         self.system = system
         self.metrics = MetricsFollower(run.metrics)
         self.event_reader = JsonlFollower(run.events, Event)
+        self.quality_reader = JsonlFollower(run.metrics, Quality)
         self.events: list[Event] = []
+        self.quality: list[Quality] = []
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.rows_version = next(VERSIONS)
         self._rows_stale = True
@@ -100,6 +103,10 @@ class RunFeed:
         if reset:
             self.events = []
         self.events.extend(new_events)
+        new_quality, quality_reset = self.quality_reader.read_new()
+        if quality_reset:
+            self.quality = []
+        self.quality.extend(new_quality)
         rewinds = rewinds_of(new_events)
         if self.metrics.poll() or rewinds or reset:
             self._rows_stale = True
@@ -111,7 +118,7 @@ class RunFeed:
 
         liveness = pidfile.check(self.run)
         status = derive_status(self.run, self.events, list(self.metrics.last_records), liveness, self.clock(),
-                               skipped=self.event_reader.skipped + self.metrics.follower.skipped)
+                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped)
         timeline = supersede(self.events)
         validations = tuple((e.step, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
         segment = next((e for e in reversed(self.events) if isinstance(e, SEGMENTS)), None)
@@ -124,7 +131,9 @@ class RunFeed:
             events=tuple(self.events),
             checkpoints=tuple(checkpoint_table(self.run, self.events)),
             milestones=tuple(segment.milestones) if segment else (),
-            samples=self._latest_samples(timeline), system=self.system(self.run, status.rss_bytes),
+            samples=self._latest_samples(timeline),
+            quality=tuple(sorted(current_timeline(self.quality, rewinds), key=lambda q: q.step)),
+            system=self.system(self.run, status.rss_bytes),
             indexing=not self.metrics.head_indexed,
         )
 

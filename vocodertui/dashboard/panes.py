@@ -13,10 +13,10 @@ from textual.reactive import reactive
 from textual.widgets import OptionList, Static, TabPane
 from textual.widgets.option_list import Option
 
-from trainer.records import LOSSES, title
+from trainer.records import LOSSES, QUALITY_METRICS, Quality, title
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import Curves
-from vocodertui.dashboard.widgets import LossPlot, Spectrogram
+from vocodertui.dashboard.widgets import CheckpointTable, LossPlot, Spectrogram
 from vocodertui.series import SMOOTHINGS, TREND_WINDOW
 
 WINDOWS = (None, 10_000, 1_000)  # plot windows in steps; None is the whole run
@@ -127,3 +127,35 @@ class SamplesPane(TabPane):
             return
         caption = f"{path.parent.name}/{path.name}  {len(audio) / rate:.2f} s at {rate} Hz"
         self.call_later(widget.show, caption, (spectrogram.log_spectrogram(audio), rate))
+
+
+class QualityPane(TabPane):
+    """Each quality metric against step, its latest value and trend in the title, and the
+    checkpoints with the quality scored at their steps."""
+
+    quality: reactive[tuple[Quality, ...]] = reactive((), init=False)
+
+    def __init__(self) -> None:
+        super().__init__("Quality", id="quality")
+
+    def compose(self) -> ComposeResult:
+        yield Static("no quality scored yet (schedule.quality_every)", id="quality-summary")
+        with Grid(id="quality-plots"):
+            for name in QUALITY_METRICS:
+                yield LossPlot(id=f"quality-{name}")
+        yield CheckpointTable(id="quality-checkpoints")
+
+    def watch_quality(self, records: tuple[Quality, ...]) -> None:
+        if not records:
+            return
+        latest = records[-1]
+        unscored = f"  ·  {len(latest.unscored)} unscored (file, metric)" if latest.unscored else ""
+        self.query_one("#quality-summary", Static).update(
+            f"step {latest.step:,}: {latest.files} validation files in {latest.seconds:.1f} s, pitch model "
+            f"[b]{latest.pitch_model}[/b]{unscored}  ·  arrows: the latest scoring against the one before")
+        for name, metric in QUALITY_METRICS.items():
+            scored = [(q.step, q.metrics[name].mean) for q in records if name in q.metrics]
+            steps = np.array([step for step, _ in scored], dtype=np.float64)
+            values = np.array([value for _, value in scored], dtype=np.float64)
+            label = f"{metric.title} ({'↑' if metric.higher_is_better else '↓'} better)"
+            self.query_one(f"#quality-{name}", LossPlot).show(label, steps, values, "raw", values, trend_window=1)

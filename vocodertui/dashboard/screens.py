@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Markdown
 
+from vocodertui.dashboard.widgets import quality_cells, scored_metrics
 from vocodertui.runstate import CheckpointInfo, RunStatus
 from vocodertui.units import format_bytes, format_duration
 
@@ -54,10 +55,11 @@ class CheckpointPicker(ModalScreen[Optional[Path]]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("step", "val mel-L1", "age", "size", "best")
+        metrics = scored_metrics(self.checkpoints)
+        table.add_columns("step", "val mel-L1", *(m.title for m in metrics), "age", "size", "best")
         now = time.time()
         for c in self.checkpoints:
-            table.add_row(f"{c.step:,}", f"{c.val_mel:.4f}" if c.val_mel is not None else "-",
+            table.add_row(f"{c.step:,}", f"{c.val_mel:.4f}" if c.val_mel is not None else "-", *quality_cells(c, metrics),
                           format_duration(now - c.time) + " ago", format_bytes(c.size), "★" if c.best else "", key=c.path)
         table.focus()
 
@@ -105,7 +107,7 @@ Keys that do not apply to the run's state are greyed out in the footer.
 - `m` loss smoothing: raw, EMA, moving mean
 - `w` plot window: all steps, last 10,000, last 1,000
 - `l` switch to another run under the logs directory
-- `1` `2` `3` `4` losses, checkpoints, samples, events
+- `1` `2` `3` `4` `5` losses, checkpoints, samples, events, quality
 - `ctrl+p` command palette, `q` quit
 """
 

@@ -13,11 +13,11 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
-from trainer.records import (Checkpoint, Crashed, Event, Finished, NanRollback, Resume, Start, Stopped, Stopping,
-                             Validation, kind_of)
+from trainer.records import (QUALITY_METRICS, Checkpoint, Crashed, Event, Finished, NanRollback, QualityMetric, Resume,
+                             Start, Stopped, Stopping, Validation, kind_of)
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import RunView
-from vocodertui.series import downsample, smooth, trend
+from vocodertui.series import TREND_WINDOW, downsample, smooth, trend
 from vocodertui.units import format_bytes, format_duration
 
 STATE_CLASSES = {"running": "-ok", "finished": "-ok", "stopping": "-warning", "stalled": "-warning",
@@ -127,11 +127,12 @@ class LossPlot(PlotextPlot):
     title = ""
     curve: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))  # steps, values as shown
 
-    def show(self, label: str, steps: np.ndarray, values: np.ndarray, smoothing: str, trend_values: np.ndarray) -> None:
+    def show(self, label: str, steps: np.ndarray, values: np.ndarray, smoothing: str, trend_values: np.ndarray,
+             trend_window: int = TREND_WINDOW) -> None:
         finite = np.isfinite(values)
         steps, values = steps[finite], values[finite]
         latest = f" {values[-1]:.4g}" if len(values) else " -"
-        self.title = f"{label}{latest} {ARROWS.get(trend(trend_values), '')}".rstrip()
+        self.title = f"{label}{latest} {ARROWS.get(trend(trend_values, trend_window), '')}".rstrip()
         self.curve = (steps, smooth(values, smoothing))
         self.draw()
 
@@ -150,22 +151,37 @@ class LossPlot(PlotextPlot):
         self.refresh()
 
 
-class CheckpointTable(DataTable):
-    """Every checkpoint on disk, newest first."""
+def scored_metrics(checkpoints) -> list[QualityMetric]:
+    """The quality metrics any of these checkpoints has a score for, in the contract's order."""
+    return [m for m in QUALITY_METRICS.values() if any(c.quality and m.name in c.quality for c in checkpoints)]
 
-    listed: reactive[tuple[tuple[str, ...], ...]] = reactive((), init=False)
+
+def quality_cells(checkpoint, metrics: list[QualityMetric]) -> tuple[str, ...]:
+    q = checkpoint.quality or {}
+    return tuple(f"{q[m.name]:.4g}" if m.name in q else "-" for m in metrics)
+
+
+class CheckpointTable(DataTable):
+    """Every checkpoint on disk, newest first, with the quality scored at its step."""
+
+    listed: reactive[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = reactive(((), ()), init=False)  # header, rows
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
-        self.add_columns("step", "saved", "size", "val mel-L1", "best")
 
     def show(self, view: RunView) -> None:
-        self.listed = tuple((f"{c.step:,}", _clock(c.time), format_bytes(c.size),
-                             f"{c.val_mel:.4f}" if c.val_mel is not None else "-", "★" if c.best else "")
-                            for c in reversed(view.checkpoints))
+        metrics = scored_metrics(view.checkpoints)
+        header = ("step", "saved", "size", "val mel-L1", *(m.title for m in metrics), "best")
+        rows = tuple((f"{c.step:,}", _clock(c.time), format_bytes(c.size),
+                      f"{c.val_mel:.4f}" if c.val_mel is not None else "-", *quality_cells(c, metrics), "★" if c.best else "")
+                     for c in reversed(view.checkpoints))
+        self.listed = (header, rows)
 
-    def watch_listed(self, rows: tuple[tuple[str, ...], ...]) -> None:
-        self.clear()
+    def watch_listed(self, old: tuple, new: tuple) -> None:
+        header, rows = new
+        self.clear(columns=header != tuple(str(c.label) for c in self.columns.values()))
+        if not self.columns:
+            self.add_columns(*header)
         for row in rows:
             self.add_row(*row)
 
