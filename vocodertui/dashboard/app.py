@@ -110,6 +110,8 @@ class MonitorApp(App):
         view = message.view
         if view.run != self.run_paths:
             return  # from the reader of a run we have just switched away from
+        if not self.query(RunHeader):
+            return  # posted as the app closed: the screen's widgets are already gone
         self.view = view
         if self.launching and view.status.pid and any(
                 isinstance(e, SEGMENTS) and e.pid == view.status.pid for e in view.events[-50:]):
