@@ -19,7 +19,7 @@ from trainer.config import Config
 from trainer.data import VocoderData
 from trainer.distributed import World
 from trainer.gan import Gan
-from trainer.quality import Scorer, missing_libraries, summarize
+from trainer.quality import Scorer, summarize
 from trainer.records import RANKINGS, Checkpoint, Event, Metrics, Quality, Validation, best_checkpoint, checkpoint_scores
 from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_records, sample_dir_name
 from trainer.spectrogram_png import write_comparison
@@ -125,10 +125,9 @@ class Artifacts:
 
     def _make_scorer(self) -> Scorer:
         s = self.cfg.schedule
-        missing = missing_libraries(tuple(s.quality_metrics))
+        self._scorer, missing = Scorer.available(self.cfg.audio, tuple(s.quality_metrics), s.pitch_model)
         for name, how in missing.items():
             log.warning("quality metric %s is not scored: %s", name, how)
-        self._scorer = Scorer(self.cfg.audio, tuple(m for m in s.quality_metrics if m not in missing), s.pitch_model)
         return self._scorer
 
     # --------------------------------------------------------------------------- checkpoints

@@ -20,7 +20,7 @@ from trainer.config import Config, load_config, signature_mismatch
 from trainer.data import Utterance, discover, load_finetune_mel
 from trainer.errors import UserError
 from trainer.mel import input_mel
-from trainer.quality import Scorer, Scores, missing_libraries, summarize
+from trainer.quality import Scorer, Scores, summarize
 from trainer.records import QUALITY_METRICS, Summary, UnscoredFile
 from trainer.synth import build_generator, load_generator_state, vocode
 
@@ -113,17 +113,16 @@ def evaluate(checkpoints: list[Path], data_dir: Path, mels_dir: Optional[Path] =
     if mels_dir is not None and not mels_dir.is_dir():
         raise UserError(f"--mels-dir is not a directory: {mels_dir}")
     utterances = discover(data_dir)
-    missing = missing_libraries(metrics)
-    scorable = tuple(n for n in metrics if n not in missing)
+    candidates, cfg = load_candidates(checkpoints, config)
+    scorer, missing = Scorer.available(cfg.audio, metrics, pitch_model)
+    scorable = scorer.names
     if not scorable:
         raise UserError("none of the metrics can be scored here: " + "; ".join(sorted(set(missing.values()))))
-    candidates, cfg = load_candidates(checkpoints, config)
     if out is not None:
         if out.exists() and any(out.iterdir()):
             raise UserError(f"--out {out} is not empty; choose a new folder (nothing in it was changed)")
         for candidate in candidates:
             (out / candidate.label).mkdir(parents=True, exist_ok=True)
-    scorer = Scorer(cfg.audio, scorable, pitch_model)
     no_reference = tuple(n for n in scorable if not QUALITY_METRICS[n].needs_reference)
     ground_truth = Scorer(cfg.audio, no_reference, pitch_model) if no_reference else None
     truth_scored: list[tuple[str, Scores]] = []

@@ -273,6 +273,12 @@ class Scorer:
         self.mel = loss_mel(audio)
         self._reference_pitch: dict[tuple[str, int], PitchTrack] = {}
 
+    @classmethod
+    def available(cls, audio: AudioConfig, names: tuple[str, ...], pitch_model: str) -> tuple[Scorer, dict[str, str]]:
+        """A scorer of those of ``names`` whose library imports here, and the others: metric -> how to get it."""
+        missing = missing_libraries(names)
+        return cls(audio, tuple(n for n in names if n not in missing), pitch_model), missing
+
     def _pitch_errors(self, reference: np.ndarray, generated: np.ndarray, key: Optional[str]) -> PitchErrors:
         reference, generated = aligned(reference, generated)
         cache_key = (key, len(reference)) if key is not None else None

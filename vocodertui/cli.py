@@ -193,23 +193,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    from vocodertui.runstate import best_by, checkpoint_table
+    from vocodertui.runstate import best_by, checkpoint_table, quality_cells, scored_metrics
 
     run = resolve_run_arg(args)
     rows = checkpoint_table(run)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
-    scored = [m for m in QUALITY_METRICS.values() if any(r.quality and m.name in r.quality for r in rows)]
+    scored = scored_metrics(rows)
     ranking = best_by(run)
     table = Table(title=f"checkpoints of {run.name}", caption=f"★ best by {ranking.title} ({ranking.direction})",
                   box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("step", "saved", "size", "val mel-L1", *(m.title for m in scored), "best"):
         table.add_column(column, justify="right" if column != "saved" else "left")
     for r in rows:
-        quality = [f"{r.quality[m.name]:.4g}" if r.quality and m.name in r.quality else "-" for m in scored]
         table.add_row(f"{r.step:,}", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)), format_bytes(r.size),
-                      f"{r.val_mel:.4f}" if r.val_mel is not None else "-", *quality, "★" if r.best else "")
+                      f"{r.val_mel:.4f}" if r.val_mel is not None else "-", *quality_cells(r, scored), "★" if r.best else "")
     make_console().print(table)
     if not rows:
         print("no checkpoints yet")

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from trainer import pidfile
 from trainer.config import load_config
 from trainer.errors import UserError
-from trainer.records import (CONTROLS, ENDINGS, RANKINGS, REWINDS, SEGMENTS, VAL_MEL_L1, Checkpoint, Crashed, Event, Metrics,
+from trainer.records import (CONTROLS, ENDINGS, QUALITY_METRICS, RANKINGS, REWINDS, SEGMENTS, VAL_MEL_L1, Checkpoint, Crashed, Event, Metrics,
                              QualityMetric, Stopped, Stopping, best_checkpoint, checkpoint_scores, kind_of)
 from trainer.rundir import RunPaths, read_records, tail_records
 
@@ -30,6 +30,16 @@ class CheckpointInfo:
     val_mel: Optional[float]
     quality: Optional[dict[str, float]] = None  # quality means at this step (metric -> mean)
     best: bool = False
+
+
+def scored_metrics(checkpoints: list[CheckpointInfo]) -> list[QualityMetric]:
+    """The quality metrics any of these checkpoints has a score for, in the contract's order."""
+    return [m for m in QUALITY_METRICS.values() if any(c.quality and m.name in c.quality for c in checkpoints)]
+
+
+def quality_cells(checkpoint: CheckpointInfo, metrics: list[QualityMetric]) -> tuple[str, ...]:
+    q = checkpoint.quality or {}
+    return tuple(f"{q[m.name]:.4g}" if m.name in q else "-" for m in metrics)
 
 
 @dataclass

@@ -12,8 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Markdown
 
-from vocodertui.dashboard.widgets import quality_cells, scored_metrics
-from vocodertui.runstate import CheckpointInfo, RunStatus
+from vocodertui.runstate import CheckpointInfo, RunStatus, quality_cells, scored_metrics
 from vocodertui.units import format_bytes, format_duration
 
 

@@ -13,10 +13,11 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
-from trainer.records import (QUALITY_METRICS, Checkpoint, Crashed, Event, Finished, NanRollback, QualityMetric, Resume,
-                             Start, Stopped, Stopping, Validation, kind_of)
+from trainer.records import (Checkpoint, Crashed, Event, Finished, NanRollback, Resume, Start, Stopped, Stopping,
+                             Validation, kind_of)
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import RunView
+from vocodertui.runstate import quality_cells, scored_metrics
 from vocodertui.series import TREND_WINDOW, downsample, smooth, trend
 from vocodertui.units import format_bytes, format_duration
 
@@ -149,16 +150,6 @@ class LossPlot(PlotextPlot):
             x, y = downsample(steps, values, max(self.size.width * 2, 2))
             plt.plot(x.tolist(), y.tolist(), marker="braille")
         self.refresh()
-
-
-def scored_metrics(checkpoints) -> list[QualityMetric]:
-    """The quality metrics any of these checkpoints has a score for, in the contract's order."""
-    return [m for m in QUALITY_METRICS.values() if any(c.quality and m.name in c.quality for c in checkpoints)]
-
-
-def quality_cells(checkpoint, metrics: list[QualityMetric]) -> tuple[str, ...]:
-    q = checkpoint.quality or {}
-    return tuple(f"{q[m.name]:.4g}" if m.name in q else "-" for m in metrics)
 
 
 class CheckpointTable(DataTable):
