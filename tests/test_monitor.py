@@ -80,17 +80,24 @@ class FakeRun:
         self.event(t, "checkpoint", step, path=f"checkpoints/{path.name}", size=4096, val_mel=val_mel,
                    epoch=step // 40, reason=reason, quality=quality)
 
-    def sample(self, step: int) -> str:
+    def sample(self, step: int, ids=("LJ001-0001",), amplitude: float = 0.5) -> str:
         folder = self.run.samples / f"step_{step:08d}"
         folder.mkdir(exist_ok=True)
-        t = np.arange(22050) / 22050
-        audio = 0.5 * np.sin(2 * np.pi * (200 + 1800 * t) * t)
-        with wave.open(str(folder / "LJ001-0001.wav"), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(22050)
-            w.writeframes((audio * 32767).astype("<i2").tobytes())
+        for utt in ids:
+            write_chirp(folder / f"{utt}.wav", amplitude)
         return f"samples/{folder.name}"
+
+
+def write_chirp(path: Path, amplitude: float) -> None:
+    """One second of a 200 Hz to 2 kHz sweep, 16-bit PCM at 22.05 kHz, as the trainer writes samples."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(22050) / 22050
+    audio = amplitude * np.sin(2 * np.pi * (200 + 1800 * t) * t)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes((audio * 32767).astype("<i2").tobytes())
 
 
 def finished_run(root: Path) -> FakeRun:
@@ -326,6 +333,43 @@ async def test_quality_tab_plots_the_current_timelines_scores_and_the_picker_sho
         assert "PESQ wb" in [str(c.label) for c in picker.columns.values()]
 
 
+async def test_samples_tab_shows_reference_above_generated_with_the_files_own_scores(tmp_path):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(NOW - 1000)
+    fake.train(NOW - 1000, 10, 150)
+    samples = fake.sample(150, ids=("LJ001-0001", "LJ001-0002"), amplitude=0.25)
+    write_chirp(fake.run.references / "LJ001-0001.wav", 0.5)  # none kept for LJ001-0002
+    fake.event(NOW - 700, "validation", 150, val_mel=0.8, seconds=0.5, samples=samples)
+    fake.metrics.write(Quality(time=NOW - 699, step=150, files=3, seconds=4.0, pitch_model="tiny", metrics=scored(2.75),
+                               unscored=[UnscoredFile("LJ001-0001", "mstft", "too short")],
+                               per_file={"LJ001-0001": {"pesq_wb": 3.125}, "LJ001-0003": {"pesq_wb": 2.5, "mstft": 1.5}}))
+    app = monitor(fake.run)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.samples is not None, "the samples")
+        await pilot.press("3")
+        pane = app.query_one("#samples")
+        reference = pane.query_one("#reference-spectrogram", Spectrogram)
+        generated = pane.query_one("#generated-spectrogram", Spectrogram)
+        await until(pilot, lambda: generated.source is not None and reference.source is not None, "both spectrograms")
+        assert reference.caption.startswith("reference/LJ001-0001.wav  1.00 s at 22050 Hz")
+        assert generated.caption.startswith("step_00000150/LJ001-0001.wav")
+        # one colour scale: the generated sweep at half the reference's amplitude is 6 dB darker
+        assert reference.source[0].max() == 0.0
+        assert abs(generated.source[0].max() - 20 * np.log10(0.5)) < 0.05
+        scores = str(pane.query_one("#sample-scores", Static).render())
+        assert "quality at step 150: this file (the mean of 3)" in scores
+        assert "PESQ wb 3.125 (2.75)" in scores and "M-STFT - (too short)" in scores
+        screen = app.export_screenshot()
+        assert screen.index("reference/LJ001-0001.wav") < screen.index("step_00000150/LJ001-0001.wav")
+
+        await pilot.press("down")
+        await until(pilot, lambda: generated.caption.startswith("step_00000150/LJ001-0002.wav"), "the second sample")
+        await until(pilot, lambda: reference.source is None, "the missing reference")
+        assert reference.caption == "cannot show reference/LJ001-0002.wav: runs trained before references were kept have none"
+        assert generated.source[0].max() == 0.0  # alone, it sets its own scale
+        assert "LJ001-0002 is not among the 3 files scored at step 150" in str(pane.query_one("#sample-scores", Static).render())
+
+
 async def test_a_huge_metrics_file_renders_from_its_tail_then_indexes_the_rest(tmp_path):
     fake = FakeRun(tmp_path / "r", target=300_000)
     fake.start(NOW - 400_000)
@@ -358,8 +402,9 @@ async def test_run_list_switches_between_runs(tmp_path):
         await until(pilot, lambda: app.view is not None and app.view.run.name == "older", "the other run")
         assert app.view.status.state == "finished"
         await pilot.press("3")
-        await until(pilot, lambda: app.query_one(Spectrogram).caption.startswith("step_00000400/LJ001-0001.wav"),
-                    "the older run's latest sample")
+        await until(pilot, lambda: app.query_one("#generated-spectrogram", Spectrogram).caption.startswith(
+            "step_00000400/LJ001-0001.wav"), "the older run's latest sample")
+        assert "no quality scored at step 400" in str(app.query_one("#sample-scores", Static).render())
 
 
 async def test_smoothing_and_window_keys_redraw_the_loss_plots(tmp_path):

@@ -6,7 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from trainer.checkpoint import load_file
@@ -62,6 +64,14 @@ def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
     sample = run.samples / "step_00000003"
     wavs, pngs = list(sample.glob("*.wav")), list(sample.glob("*.png"))
     assert len(wavs) == 1 and len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the reference beside it is the validation audio the trainer read, cut to the generated length
+    reference, rate = soundfile.read(run.references / wavs[0].name)
+    generated, _ = soundfile.read(wavs[0])
+    cached = np.load(next(tmp_path.glob(f".cache/features/*/{wavs[0].stem}.audio.npy")))
+    hop = 256
+    assert rate == 22050 and len(reference) == len(generated) and len(reference) % hop == 0
+    assert len(cached) - hop < len(reference) <= len(cached)
+    np.testing.assert_allclose(reference, cached[:len(reference)], rtol=0, atol=1 / 32768)
     assert "target_step: 6" in run.config.read_text()
     assert "checkpoint ckpt_00000006.pt" in run.log.read_text()
 
@@ -80,6 +90,10 @@ def test_quality_is_scored_in_training_and_best_by_keeps_the_highest_pesq(demo_c
         assert all(s.n + sum(u.metric == name for u in q.unscored) == 2 for name, s in q.metrics.items())
     assert [m.step for m in read_records(run.metrics, Metrics).records] == [2, 4, 6]
     saved = [e for e in read_records(run.events, Event).records if isinstance(e, Checkpoint)]
+    for q in scored:  # each file's own scores are the values behind the means
+        assert len(q.per_file) == 2
+        for name, s in q.metrics.items():
+            np.testing.assert_allclose(np.mean([f[name] for f in q.per_file.values() if name in f]), s.mean, rtol=1e-12)
     by_step = {q.step: q for q in scored}
     assert all(e.quality == {n: s.mean for n, s in by_step[e.step].metrics.items()} for e in saved)
     best = max(saved, key=lambda e: (e.quality["pesq_wb"], -e.step)).step

@@ -39,6 +39,7 @@ class Artifacts:
         self.checkpoint_scores: dict[int, dict[str, float]] = {}  # the checkpoints retention knows of
         self.best_by = RANKINGS[cfg.schedule.best_by]
         self._scorer: Optional[Scorer] = None
+        self._references_written: set[str] = set()  # by this process: a resume rewrites them from its own data
 
     def event(self, kind: type[Event], step: int, **fields: Any) -> None:
         if self.events is not None:
@@ -99,6 +100,7 @@ class Artifacts:
                 kept.append((utt.id, audio[0].numpy(), y_g_hat[0].cpu().numpy()))
             if i < n_samples:
                 write_wav(tmp_dir / f"{utt.id}.wav", y_g_hat[0].cpu().numpy(), self.cfg.audio.sampling_rate)
+                self._write_reference(utt.id, audio[0].numpy())
                 write_comparison(tmp_dir / f"{utt.id}.png", real[0].cpu().numpy(), fake[0].cpu().numpy())
         gan.generator.train()
         if n_samples:
@@ -111,6 +113,15 @@ class Artifacts:
         log.info("step %d: validation mel-L1 %.4f", step, val_mel)
         return kept
 
+    def _write_reference(self, utt_id: str, audio: np.ndarray) -> None:
+        if utt_id in self._references_written:
+            return
+        self.run.references.mkdir(parents=True, exist_ok=True)
+        tmp = self.run.references / f".{utt_id}.tmp.wav"
+        write_wav(tmp, audio, self.cfg.audio.sampling_rate)
+        os.replace(tmp, self.run.references / f"{utt_id}.wav")
+        self._references_written.add(utt_id)
+
     def _score(self, step: int, outputs: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
         """One ``quality`` record of the files kept from this validation."""
         started = time.time()
@@ -119,7 +130,8 @@ class Artifacts:
         metrics, unscored = summarize(scored, scorer.names)
         self.last_quality = (step, {name: s.mean for name, s in metrics.items()})
         self.write_metrics(Quality(time=time.time(), step=step, files=len(outputs), seconds=round(time.time() - started, 3),
-                                   pitch_model=scorer.pitch_model, metrics=metrics, unscored=unscored))
+                                   pitch_model=scorer.pitch_model, metrics=metrics, unscored=unscored,
+                                   per_file={name: scores.values for name, scores in scored}))
         log.info("step %d: quality %s (%.1f s)", step,
                  "  ".join(f"{name} {s.mean:.4g}" for name, s in metrics.items()), time.time() - started)
 

@@ -316,7 +316,8 @@ def _check_disk(req: StartRequest, plan: StartPlan) -> str:
     checkpoint_bytes = 3 * 4 * (g + d)  # weights and AdamW's two moments, fp32
     kept = cfg.schedule.keep_last + 1 + len(cfg.schedule.milestones)
     validations = cfg.training.target_step // cfg.schedule.validate_every
-    sample_bytes = validations * cfg.schedule.val_samples * (6 * cfg.audio.sampling_rate * 2 + 60_000)
+    wav_bytes = 6 * cfg.audio.sampling_rate * 2
+    sample_bytes = cfg.schedule.val_samples * (validations * (wav_bytes + 60_000) + wav_bytes)  # + the references
     needed = kept * checkpoint_bytes + sample_bytes
     free = shutil.disk_usage(_nearest_existing(Path(req.logs_dir).resolve())).free
     detail = (f"{format_bytes(free)} free; about {format_bytes(needed)} needed "

@@ -102,6 +102,8 @@ class Quality(msgspec.Struct, tag_field="kind", tag="quality"):
     pitch_model: described(str, "torchcrepe model behind `periodicity` and `vuv_f1`: `full` or `tiny`")
     metrics: described(dict[str, Summary], "metric name → `{\"mean\", \"ci95\", \"n\"}` over the files it scored (see \"Quality\")")
     unscored: described(list[UnscoredFile], "`{\"file\", \"metric\", \"reason\"}` for each file a metric could not score") = []
+    per_file: described(dict[str, dict[str, float]],
+                        "file id → metric → its score, for every file and metric scored: the values behind `metrics`") = {}
 
 
 QUALITY_PREFIX = b'{"kind":"quality"'

@@ -26,6 +26,7 @@ LOCK = "trainer.lock"
 PLAN = "start-plan.json"
 CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
+REFERENCES = "reference"
 
 CHECKPOINT_PREFIX = "ckpt_"
 CHECKPOINT_SUFFIX = ".pt"
@@ -91,6 +92,11 @@ class RunPaths:
     @property
     def samples(self) -> Path:
         return self.root / SAMPLES
+
+    @property
+    def references(self) -> Path:
+        """The validation utterances the samples are generated from, as the trainer reads them."""
+        return self.samples / REFERENCES
 
     def checkpoint_files(self) -> list[tuple[int, Path]]:
         """(step, path) of every checkpoint file, oldest first."""

@@ -49,6 +49,19 @@ class Curves:
         return self.rows[:, COLUMN[name]]
 
 
+@dataclass(frozen=True)
+class SampleSet:
+    """The latest validation's samples, their references, and the quality scored at that step."""
+
+    step: int
+    generated: tuple[Path, ...]  # the sample WAVs, by id
+    references: Path  # the folder of each id's reference WAV
+    quality: Optional[Quality]  # the quality record at ``step``, if it was scored
+
+    def reference(self, generated: Path) -> Path:
+        return self.references / generated.name
+
+
 @dataclass(frozen=True, eq=False)
 class RunView:
     run: RunPaths
@@ -58,7 +71,7 @@ class RunView:
     events: tuple[Event, ...]
     checkpoints: tuple[CheckpointInfo, ...]
     milestones: tuple[int, ...]
-    samples: tuple[Path, ...]  # the latest validation's sample WAVs
+    samples: Optional[SampleSet]  # the latest validation's, if it wrote any
     quality: tuple[Quality, ...]  # the current timeline's quality records, step order
     system: SystemStats
     indexing: bool  # older metrics lines are still being indexed (whole-run plots are partial)
@@ -126,21 +139,24 @@ class RunFeed:
         latest = self.metrics.last_records[-1] if self.metrics.last_records else None
         if latest is not None and rewinds and latest.time < rewinds[-1][0]:
             latest = None  # written before the last resume or rollback: another timeline
+        quality = tuple(sorted(current_timeline(self.quality, rewinds), key=lambda q: q.step))
         return RunView(
             run=self.run, status=status, curves=Curves(self.rows_version, validations, self.rows), latest=latest,
             events=tuple(self.events),
             checkpoints=tuple(checkpoint_table(self.run, self.events)),
             milestones=tuple(segment.milestones) if segment else (),
-            samples=self._latest_samples(timeline),
-            quality=tuple(sorted(current_timeline(self.quality, rewinds), key=lambda q: q.step)),
+            samples=self._latest_samples(timeline, quality),
+            quality=quality,
             system=self.system(self.run, status.rss_bytes),
             indexing=not self.metrics.head_indexed,
         )
 
-    def _latest_samples(self, timeline: list[Event]) -> tuple[Path, ...]:
+    def _latest_samples(self, timeline: list[Event], quality: tuple[Quality, ...]) -> Optional[SampleSet]:
         for e in reversed(timeline):
             if isinstance(e, Validation) and e.samples is not None:
                 folder = self.run.root / e.samples
                 if folder.is_dir():
-                    return tuple(sorted(folder.glob("*.wav")))
-        return ()
+                    scored = [q for q in quality if q.step == e.step]
+                    return SampleSet(e.step, tuple(sorted(folder.glob("*.wav"))), self.run.references,
+                                     scored[-1] if scored else None)
+        return None

@@ -1,4 +1,4 @@
-"""The dashboard's tabs that own state of their own: the loss plots and the validation samples."""
+"""The dashboard's tabs that own state of their own: the loss plots, the validation samples and quality."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Optional
 import numpy as np
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Grid, Horizontal
+from textual.containers import Grid, Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import OptionList, Static, TabPane
 from textual.widgets.option_list import Option
 
 from trainer.records import LOSSES, QUALITY_METRICS, Quality, title
 from vocodertui.dashboard import spectrogram
-from vocodertui.dashboard.feed import Curves
+from vocodertui.dashboard.feed import Curves, SampleSet
 from vocodertui.dashboard.widgets import CheckpointTable, LossPlot, Spectrogram
 from vocodertui.series import SMOOTHINGS, TREND_WINDOW
 
@@ -90,9 +90,10 @@ class LossesPane(TabPane):
 
 
 class SamplesPane(TabPane):
-    """The latest validation's samples: a list, and the highlighted one as a spectrogram."""
+    """The latest validation's samples: a list, and the highlighted one as A/B: its reference's
+    spectrogram above the generated one on one colour scale, with the quality scored on it."""
 
-    samples: reactive[tuple[Path, ...]] = reactive((), init=False)
+    samples: reactive[Optional[SampleSet]] = reactive(None, init=False)
 
     def __init__(self) -> None:
         super().__init__("Samples", id="samples")
@@ -100,33 +101,68 @@ class SamplesPane(TabPane):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield OptionList(id="sample-list")
-            yield Spectrogram(id="spectrogram")
+            with Vertical(id="sample-ab"):
+                yield Static(id="sample-scores")
+                yield Spectrogram(id="reference-spectrogram")
+                yield Spectrogram(id="generated-spectrogram")
 
-    def watch_samples(self, samples: tuple[Path, ...]) -> None:
+    def on_show(self) -> None:
+        self.query_one("#sample-list", OptionList).focus()  # the arrow keys pick a sample
+
+    def watch_samples(self, samples: Optional[SampleSet]) -> None:
         options = self.query_one("#sample-list", OptionList)
         before = options.highlighted
         options.clear_options()
-        options.add_options([Option(p.stem, id=str(p)) for p in samples])
-        if samples:
-            options.highlighted = min(before or 0, len(samples) - 1)
-            self.load_spectrogram(samples[options.highlighted])
+        files = samples.generated if samples else ()
+        options.add_options([Option(p.stem, id=str(p)) for p in files])
+        if files:
+            options.highlighted = min(before or 0, len(files) - 1)
+            self.show_sample(files[options.highlighted])
         else:
-            self.query_one(Spectrogram).show(Spectrogram.EMPTY, None)
+            self.query_one("#sample-scores", Static).update("")
+            for widget in self.query(Spectrogram):
+                widget.show(Spectrogram.EMPTY, None)
 
     @on(OptionList.OptionHighlighted, "#sample-list")
     def sample_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        self.load_spectrogram(Path(event.option.id))
+        self.show_sample(Path(event.option.id))
+
+    def show_sample(self, generated: Path) -> None:
+        samples = self.samples
+        self.query_one("#sample-scores", Static).update(sample_scores(generated.stem, samples.step, samples.quality))
+        self.load_spectrograms(generated, samples.reference(generated))
 
     @work(thread=True, exclusive=True, group="spectrogram")
-    def load_spectrogram(self, path: Path) -> None:
-        widget = self.query_one(Spectrogram)
-        try:
-            audio, rate = spectrogram.read_wav(path)
-        except spectrogram.READ_ERRORS as exc:
-            self.call_later(widget.show, f"cannot read {path.name}: {exc}", None)
-            return
-        caption = f"{path.parent.name}/{path.name}  {len(audio) / rate:.2f} s at {rate} Hz"
-        self.call_later(widget.show, caption, (spectrogram.log_spectrogram(audio), rate))
+    def load_spectrograms(self, generated: Path, reference: Path) -> None:
+        widgets = {reference: self.query_one("#reference-spectrogram", Spectrogram),
+                   generated: self.query_one("#generated-spectrogram", Spectrogram)}
+        read = {}
+        for path, widget in widgets.items():
+            try:
+                read[path] = spectrogram.read_wav(path)
+            except spectrogram.READ_ERRORS as exc:
+                why = ("runs trained before references were kept have none" if path == reference and not path.exists()
+                       else str(exc))
+                self.call_later(widget.show, f"cannot show {path.parent.name}/{path.name}: {why}", None)
+        pictures = spectrogram.log_spectrograms(*(audio for audio, _ in read.values()))
+        for (path, (audio, rate)), picture in zip(read.items(), pictures):
+            caption = f"{path.parent.name}/{path.name}  {len(audio) / rate:.2f} s at {rate} Hz"
+            self.call_later(widgets[path].show, caption, (picture, rate))
+
+
+def sample_scores(sample: str, step: int, quality: Optional[Quality]) -> str:
+    """The quality of one sample at its step, each metric beside the mean over the files scored."""
+    if quality is None:
+        return f"[dim]no quality scored at step {step:,} (schedule.quality_every)[/dim]"
+    values = quality.per_file.get(sample)
+    if values is None:
+        return (f"[dim]{sample} is not among the {quality.files} files scored at step {step:,} "
+                f"(schedule.quality_files scores the first ones)[/dim]")
+    cells = [f"{metric.title} [b]{values[name]:.4g}[/b] ({quality.metrics[name].mean:.4g})"
+             for name, metric in QUALITY_METRICS.items() if name in values]
+    cells += [f"{QUALITY_METRICS[u.metric].title} [dim]-[/dim] ({u.reason})"
+              for u in quality.unscored if u.file == sample and u.metric in QUALITY_METRICS]
+    return f"quality at step {step:,}: this file (the mean of {quality.files})\n" + "  ·  ".join(cells)
 
 
 class QualityPane(TabPane):

@@ -28,14 +28,19 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return samples[:, 0], rate
 
 
-def log_spectrogram(audio: np.ndarray) -> np.ndarray:
-    """dB power [frequency bins, frames] relative to the loudest bin, floored at FLOOR_DB."""
+def log_spectrograms(*audios: np.ndarray) -> list[np.ndarray]:
+    """Each signal's dB power [frequency bins, frames], relative to the loudest bin of all of them and
+    floored at FLOOR_DB: signals shown together share one colour scale."""
+    db = [10.0 * np.log10(np.maximum(_power(audio), 1e-12)) for audio in audios]
+    top = max((d.max() for d in db), default=0.0)
+    return [np.maximum(d - top, FLOOR_DB) for d in db]
+
+
+def _power(audio: np.ndarray) -> np.ndarray:
     if len(audio) < N_FFT:
         audio = np.pad(audio, (0, N_FFT - len(audio)))
     frames = np.lib.stride_tricks.sliding_window_view(audio, N_FFT)[::HOP] * np.hanning(N_FFT)
-    power = np.abs(np.fft.rfft(frames, axis=1)).T ** 2
-    db = 10.0 * np.log10(np.maximum(power, 1e-12))
-    return np.maximum(db - db.max(), FLOOR_DB)
+    return np.abs(np.fft.rfft(frames, axis=1)).T ** 2
 
 
 def to_grid(db: np.ndarray, sampling_rate: int, rows: int, cols: int) -> np.ndarray:
