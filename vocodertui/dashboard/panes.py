@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
@@ -156,11 +157,11 @@ def sample_scores(sample: str, step: int, quality: Optional[Quality]) -> str:
         return f"[dim]no quality scored at step {step:,} (schedule.quality_every)[/dim]"
     values = quality.per_file.get(sample)
     if values is None:
-        return (f"[dim]{sample} is not among the {quality.files} files scored at step {step:,} "
+        return (f"[dim]{escape(sample)} is not among the {quality.files} files scored at step {step:,} "
                 f"(schedule.quality_files scores the first ones)[/dim]")
     cells = [f"{metric.title} [b]{values[name]:.4g}[/b] ({quality.metrics[name].mean:.4g})"
              for name, metric in QUALITY_METRICS.items() if name in values]
-    cells += [f"{QUALITY_METRICS[u.metric].title} [dim]-[/dim] ({u.reason})"
+    cells += [f"{QUALITY_METRICS[u.metric].title} [dim]-[/dim] ({escape(u.reason)})"
               for u in quality.unscored if u.file == sample and u.metric in QUALITY_METRICS]
     return f"quality at step {step:,}: this file (the mean of {quality.files})\n" + "  ·  ".join(cells)
 
