@@ -20,6 +20,7 @@ import yaml
 
 from trainer.errors import UserError
 from trainer.records import QUALITY_METRICS, RANKINGS
+from trainer.rundir import plain_name, run_name_problem
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -189,14 +190,14 @@ def resolve_config_path(name_or_path: str) -> Path:
 
 def load_config(name_or_path: str | Path) -> Config:
     path = resolve_config_path(str(name_or_path))
-    text = path.read_text(encoding="utf-8")
+    text = read_config_text(path)
     if path.suffix == ".json":
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
         raw = _from_jik876(raw, path)
-        raw.setdefault("name", path.parent.name or path.stem)
+        raw.setdefault("name", plain_name(path.parent.name or path.stem))
     else:
         try:
             raw = yaml.safe_load(text)
@@ -205,15 +206,30 @@ def load_config(name_or_path: str | Path) -> Config:
             where = f" (line {mark.line + 1})" if mark is not None else ""
             problem = getattr(exc, "problem", None) or "malformed YAML"
             raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
-        raw = {} if raw is None else raw
-        raw.setdefault("name", path.stem)
+        if raw is None:
+            raise UserError(f"{path} is empty: a config names its sections (audio, generator, training, ...); "
+                            f"start from {CONFIG_DIR / 'demo.yaml'}")
+        if isinstance(raw, dict):
+            raw.setdefault("name", plain_name(path.stem))
     return config_from_dict(raw, source=str(path))
+
+
+def read_config_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): save it as UTF-8") from None
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
     """Build and validate a Config from plain data (a parsed file, or a checkpoint's saved config)."""
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: expected a mapping of sections at the top level")
+        raise UserError(f"{source}: expected a mapping of sections at the top level (audio:, training:, ...), got {_type_name(raw)}")
     cfg = Config()
     for key, value in raw.items():
         if key == "name":
@@ -270,7 +286,13 @@ def _check_type(value: Any, hint: Any, source: str, where: str) -> Any:
         return [_check_type(v, args[0], source, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{source}: '{where}' must be a finite number, got {value!r}")
             return float(value)
+        if isinstance(value, str) and _is_number(value):
+            # YAML 1.1 reads 2e-4 (no dot) as text
+            raise UserError(f"{source}: '{where}' must be a number, got the string {value!r}: "
+                            f"YAML reads it as text; write {_yaml_float(value)}")
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -282,6 +304,23 @@ def _check_type(value: Any, hint: Any, source: str, where: str) -> Any:
         if isinstance(value, bool):
             return value
     raise UserError(f"{source}: '{where}' must be {_type_word(hint)}, got {_type_name(value)} {value!r}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _yaml_float(text: str) -> str:
+    """``text`` as YAML 1.1 reads a float: a dot in the mantissa and a signed exponent."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent and exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}" if exponent else mantissa
 
 
 def _type_word(hint: Any) -> str:
@@ -304,6 +343,9 @@ def validate(cfg: Config, source: str) -> None:
         raise UserError(f"{source}: {message}")
 
     a, g, d, t, s = cfg.audio, cfg.generator, cfg.discriminator, cfg.training, cfg.schedule
+    problem = run_name_problem(cfg.name)
+    if problem:
+        fail(f"name {cfg.name[:40]!r} cannot begin a run name: {problem}")
     nyquist = a.sampling_rate / 2
     for name in ("sampling_rate", "n_fft", "num_mels", "hop_size", "win_size"):
         if getattr(a, name) <= 0:
@@ -400,6 +442,28 @@ def validate(cfg: Config, source: str) -> None:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+# What a resume may change of the config its checkpoint was trained with, without asking.
+FREE_ON_RESUME = ("name", "schedule", "training.target_step")
+
+
+def config_changes(saved: dict[str, Any], current: Config) -> list[str]:
+    """Each key ``current`` changes of a checkpoint's saved config, as 'key: old → new', except
+    those in FREE_ON_RESUME. A key the saved config lacks counts as its default."""
+    defaults = Config().to_dict()
+    changes = []
+    for section, values in current.to_dict().items():
+        if section in FREE_ON_RESUME or not isinstance(values, dict):
+            continue
+        old_section = saved.get(section) if isinstance(saved.get(section), dict) else {}
+        for key, value in values.items():
+            if f"{section}.{key}" in FREE_ON_RESUME:
+                continue
+            old = old_section.get(key, defaults[section][key])
+            if old != value:
+                changes.append(f"{section}.{key}: {old!r} → {value!r}")
+    return changes
 
 
 def signature_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:

@@ -25,9 +25,9 @@ import yaml
 from rich.filesize import decimal as format_bytes
 
 from trainer import pidfile
-from trainer.config import Config, config_from_dict, load_config, signature_mismatch
+from trainer.config import Config, config_changes, config_from_dict, load_config, read_config_text, signature_mismatch
 from trainer.errors import UserError
-from trainer.rundir import RunPaths
+from trainer.rundir import RunPaths, run_in
 
 DEMO_DATA = "@demo"  # data.path value: the corpus vocodertui synthesises itself
 DEPENDENCIES = ("torch", "numpy", "soundfile", "soxr", "yaml", "psutil", "msgspec")
@@ -49,6 +49,21 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # passed, with something to see before training starts (shown as ⚠)
+
+
+class Warned(str):
+    """The detail of a check that passed with a warning."""
+
+
+@dataclass
+class ResumeSource:
+    """The checkpoint a resume continues from, loaded once; ``path`` is None when ``--resume
+    latest`` found no valid checkpoint (the run starts again from step 0)."""
+
+    path: Optional[Path]
+    state: dict[str, Any]
+    passed_over: list[str]
 
 
 @dataclass
@@ -62,6 +77,10 @@ class StartPlan:
     continuing: bool = False  # the run has history and goes on from it
     resume_from: Optional[Path] = None
     checks: list[Check] = field(default_factory=list)
+    # What the config changes of the resumed checkpoint's own config ('key: old → new'): a start
+    # needs the user's confirmation for them.
+    config_changes: list[str] = field(default_factory=list)
+    resume: Optional[ResumeSource] = field(default=None, repr=False)  # not part of the plan file
 
     @property
     def ok(self) -> bool:
@@ -78,7 +97,7 @@ class StartPlan:
             "logs_dir": str(self.logs_dir.resolve()), "run": str(self.run.root.resolve()),
             "config": self.config.to_dict(), "continuing": self.continuing,
             "resume_from": str(self.resume_from.resolve()) if self.resume_from else None,
-            "checks": [c.__dict__ for c in self.checks],
+            "checks": [c.__dict__ for c in self.checks], "config_changes": self.config_changes,
         }, indent=1)
 
     @classmethod
@@ -89,7 +108,7 @@ class StartPlan:
                 logs_dir=Path(raw["logs_dir"]), run=RunPaths(Path(raw["run"])),
                 config=config_from_dict(raw["config"], source=f"{source} config"), continuing=bool(raw["continuing"]),
                 resume_from=Path(raw["resume_from"]) if raw["resume_from"] else None,
-                checks=[Check(**c) for c in raw["checks"]],
+                checks=[Check(**c) for c in raw["checks"]], config_changes=[str(c) for c in raw["config_changes"]],
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{source} is not a start plan that vocodertui wrote ({exc})") from None
@@ -110,7 +129,8 @@ def make_plan(req: StartRequest) -> StartPlan:
     ]
     for name, step in steps:
         try:
-            plan.checks.append(Check(name, True, step(req, plan)))
+            detail = step(req, plan)
+            plan.checks.append(Check(name, True, detail, warning=isinstance(detail, Warned)))
         except UserError as exc:
             plan.checks.append(Check(name, False, str(exc)))
             if name == "configuration":
@@ -121,9 +141,7 @@ def make_plan(req: StartRequest) -> StartPlan:
 def named_run(req: StartRequest) -> Optional[RunPaths]:
     """The run named by --run, or the run whose checkpoint --resume names; None for a new run."""
     if req.run:
-        if "/" in req.run or req.run.startswith("."):
-            raise UserError(f"invalid run name {req.run!r}: use a plain folder name")
-        return RunPaths(Path(req.logs_dir) / req.run)
+        return run_in(Path(req.logs_dir), req.run)
     if req.resume == "latest":
         raise UserError("--resume latest needs --run NAME (the run to continue)")
     if req.resume and Path(req.resume).resolve().parent.name == "checkpoints":
@@ -136,19 +154,16 @@ def has_history(run: RunPaths) -> bool:
 
 
 def _resolve_config(req: StartRequest, plan: StartPlan) -> str:
-    """--config, else the config a continued run was trained with, else the demo."""
+    """--config; else, resuming, the config the checkpoint was trained with; else the demo (a new run)."""
     run = named_run(req)
     plan.continuing = req.resume is not None and run is not None and has_history(run)
+    plan.resume = _find_resume(req, run) if req.resume else None
     if req.config:
-        cfg = load_config(req.config)
-    elif plan.continuing and run.config.is_file():
-        try:
-            raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
-        except yaml.YAMLError:
-            raise UserError(f"{run.config} is malformed YAML: pass --config") from None
-        cfg = config_from_dict(raw, source=str(run.config))
+        cfg, origin = load_config(req.config), ""
+    elif req.resume:
+        cfg, origin = _config_of_resume(req, run, plan.resume)
     else:
-        cfg = load_config("demo")
+        cfg, origin = load_config("demo"), " (the demo: no --config)"
     if req.mels_dir:
         cfg.data.mels_dir = req.mels_dir
     if req.target_step:
@@ -158,8 +173,49 @@ def _resolve_config(req: StartRequest, plan: StartPlan) -> str:
     plan.config = cfg
     g, d = _model_sizes(cfg)
     a = cfg.audio
-    return (f"{cfg.name}: {a.sampling_rate} Hz, {a.num_mels} mels, hop {a.hop_size}; generator {g / 1e6:.2f} M, "
+    return (f"{cfg.name}{origin}: {a.sampling_rate} Hz, {a.num_mels} mels, hop {a.hop_size}; generator {g / 1e6:.2f} M, "
             f"discriminators {d / 1e6:.2f} M parameters; batch {cfg.training.batch_size}, target step {cfg.training.target_step}")
+
+
+def _find_resume(req: StartRequest, run: Optional[RunPaths]) -> ResumeSource:
+    from trainer import checkpoint as ckpt
+
+    if req.resume != "latest":
+        path = Path(req.resume)
+        return ResumeSource(path, load_resume_state(path), [])
+    passed_over: list[str] = []
+    found = ckpt.latest_valid(run, passed_over)
+    return ResumeSource(None, {}, passed_over) if found is None else ResumeSource(found[0], found[1], passed_over)
+
+
+def _config_of_resume(req: StartRequest, run: Optional[RunPaths], source: ResumeSource) -> tuple[Config, str]:
+    """The config a resume without --config trains with: the checkpoint's own, the config.json
+    beside a jik876 file, or (no valid checkpoint yet) the run's config.yaml."""
+    if source.path is not None and "config" in source.state:
+        return (config_from_dict(source.state["config"], source=f"{source.path} (its saved config)"),
+                f" (the config {source.path.name} was trained with)")
+    if source.path is not None:
+        beside = source.path.parent / "config.json"
+        if not beside.is_file():
+            raise UserError(f"{source.path} is a jik876 checkpoint and carries no config: pass --config "
+                            "(or put its config.json beside it)")
+        return load_config(beside), f" (from {beside})"
+    if run is not None and run.config.is_file():
+        try:
+            raw = yaml.safe_load(read_config_text(run.config))
+        except yaml.YAMLError:
+            raise UserError(f"{run.config} is malformed YAML: pass --config") from None
+        return config_from_dict(raw, source=str(run.config)), f" (the run's {run.config.name}: it has no valid checkpoint)"
+    if run is None or not has_history(run):
+        raise _nothing_to_resume(run)
+    raise UserError(f"run {run.name} has no valid checkpoint and no config.yaml that says what it was trained with: "
+                    "pass --config")
+
+
+def _nothing_to_resume(run: RunPaths) -> UserError:
+    if not run.root.is_dir():
+        return UserError(f"run {run.name} not found in {run.root.parent}")
+    return UserError(f"run {run.name} has nothing to resume: no events and no checkpoints")
 
 
 def _cuda_available(cfg: Config) -> bool:
@@ -191,8 +247,7 @@ def _resolve_run_dir(req: StartRequest, plan: StartPlan) -> str:
         raise UserError(f"run {run.name} already exists in {run.root.parent}: continue it with --resume latest, "
                         "or pick another --run")
     if req.resume == "latest" and not has_history(run):
-        raise UserError(f"run {run.name} not found in {run.root.parent}" if not run.root.is_dir()
-                        else f"run {run.name} has nothing to resume: no events and no checkpoints")
+        raise _nothing_to_resume(run)
     probe_dir = run.root if run.root.is_dir() else _nearest_existing(run.root)
     try:
         with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".write-test"):
@@ -265,33 +320,33 @@ def load_resume_state(path: Path) -> dict[str, Any]:
 
 def _resolve_resume(req: StartRequest, plan: StartPlan) -> str:
     """The checkpoint file to continue from, and the target step: --target-step, then the
-    checkpoint's saved target, then the config's."""
-    from trainer import checkpoint as ckpt
-
-    if req.resume is None:
+    checkpoint's saved target, then the config's. What the effective config changes of the
+    checkpoint's own (the data included, once resolved) is listed for the user to confirm."""
+    source = plan.resume
+    if source is None:
         return "none (a new run from step 0)"
-    passed_over: list[str] = []
-    if req.resume == "latest":
-        found = ckpt.latest_valid(plan.run, passed_over)
-        if found is None:
-            return "; ".join([*passed_over, f"run {plan.run.name} has no valid checkpoint yet: it starts again from step 0"])
-        path, state = found
-    else:
-        path = Path(req.resume)
-        state = load_resume_state(path)
+    if source.path is None:
+        return "; ".join([*source.passed_over, f"run {plan.run.name} has no valid checkpoint yet: it starts again from step 0"])
+    path, state = source.path, source.state
     if "signature" in state:
         mismatch = signature_mismatch(state["signature"], plan.config.model_signature())
         if mismatch:
             raise UserError(f"{path} does not fit the config: {mismatch}")
     step = int(state.get("step", 0))
-    saved_target = state.get("config", {}).get("training", {}).get("target_step")
+    saved = state.get("config") if isinstance(state.get("config"), dict) else None
+    saved_target = (saved or {}).get("training", {}).get("target_step")
     target = req.target_step or saved_target or plan.config.training.target_step
     if step >= target:
         raise UserError(f"run {plan.run.name} already reached step {step} (target {target}) in {path}: "
                         f"pass --target-step N with N > {step} to train further")
     plan.config.training.target_step = target
     plan.resume_from = path.resolve()
-    return "; ".join([*passed_over, f"{path} (step {step}, compatible; trains to step {target})"])
+    detail = "; ".join([*source.passed_over, f"{path} (step {step}, compatible; trains to step {target})"])
+    if saved is not None:
+        plan.config_changes = config_changes(saved, plan.config)
+    if plan.config_changes:
+        return Warned(f"{detail}; the config changes what it was trained with: {'; '.join(plan.config_changes)}")
+    return detail
 
 
 def _check_dependencies(req: StartRequest, plan: StartPlan) -> str:

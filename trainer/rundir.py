@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import msgspec
 
+from trainer.errors import UserError
 from trainer.records import EVENTS_DECODER, METRICS_DECODER, QUALITY_DECODER, QUALITY_PREFIX, Event, Metrics, Quality, Record, encode
 
 CONFIG = "config.yaml"
@@ -43,6 +44,41 @@ def checkpoint_step(path: Path) -> int | None:
         return None
     digits = name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
     return int(digits) if digits.isdigit() else None
+
+
+RUN_NAME_MAX = 100
+RUN_NAME_PUNCTUATION = "-_.+@=,"
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run folder, or None: a run name is one plain folder name that
+    a shell, a terminal and every file system take as it is."""
+    if not name:
+        return "it is empty"
+    if len(name) > RUN_NAME_MAX:
+        return f"it has {len(name)} characters, more than {RUN_NAME_MAX}"
+    if name.startswith("."):
+        return "it starts with '.' (such folders hold caches, not runs)"
+    bad = sorted({c for c in name if not (c.isalnum() or c in RUN_NAME_PUNCTUATION)})
+    if bad:
+        return f"it contains {' '.join(repr(c) for c in bad[:5])}"
+    return None
+
+
+def plain_name(text: str) -> str:
+    """``text`` with every character a run name cannot hold replaced by '_', cut to the maximum length."""
+    cleaned = "".join(c if c.isalnum() or c in RUN_NAME_PUNCTUATION else "_" for c in text).lstrip(".")
+    return cleaned[:RUN_NAME_MAX] or "run"
+
+
+def run_in(logs_dir: Path, name: str) -> RunPaths:
+    """The run ``name`` under ``logs_dir``; a name that is not a plain folder name is a UserError."""
+    problem = run_name_problem(name)
+    if problem:
+        shown = repr(name if len(name) <= 40 else name[:40] + "…")
+        raise UserError(f"invalid run name {shown}: {problem}; use letters, digits and {RUN_NAME_PUNCTUATION} "
+                        f"(at most {RUN_NAME_MAX} characters, not starting with '.')")
+    return RunPaths(logs_dir / name)
 
 
 def sample_dir_name(step: int) -> str:

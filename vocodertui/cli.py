@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.prompt import Confirm
 from rich.table import Table
+from rich.text import Text
 
 from trainer.config import PITCH_MODELS
 from trainer.errors import UserError
@@ -58,7 +60,8 @@ def print_checks(plan) -> None:
     table.add_column("check")
     table.add_column("result", overflow="fold")
     for check in plan.checks:
-        table.add_row("[green]✓[/]" if check.ok else "[red]✗[/]", check.name, check.detail)
+        mark = "[red]✗[/]" if not check.ok else "[yellow]⚠[/]" if check.warning else "[green]✓[/]"
+        table.add_row(mark, check.name, Text(check.detail))
     make_console().print(table)
 
 
@@ -87,7 +90,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     plan = make_plan(start_request(args))
     print_checks(plan)
     plan.refuse_unless_ok()
-    if not (args.yes or args.foreground) and sys.stdin.isatty() and not Confirm.ask(f"Start run {plan.run.name}?", default=True):
+    if plan.config_changes and not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"the config changes {len(plan.config_changes)} keys of what the checkpoint was trained with "
+                            "(see 'resume checkpoint' above): pass --yes to resume with them, or drop --config/--data")
+        if not Confirm.ask(f"Resume {plan.run.name} with these config changes?", default=False):
+            print("not started")
+            return 1
+    elif not (args.yes or args.foreground) and sys.stdin.isatty() and not Confirm.ask(f"Start run {plan.run.name}?", default=True):
         print("not started")
         return 1
     prefix = torchrun_prefix(args)
@@ -111,12 +121,12 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def resolve_run_arg(args: argparse.Namespace):
-    from trainer.rundir import RunPaths
+    from trainer.rundir import run_in
     from vocodertui.runstate import list_runs
 
     logs = Path(args.logs_dir)
     if args.run:
-        run = RunPaths(logs / args.run)
+        run = run_in(logs, args.run)
         if not run.root.is_dir():
             raise UserError(f"run {args.run} not found in {logs}")
         return run
@@ -291,9 +301,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A command line argparse cannot parse; the message is one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad command line reported as one line that points at --help, not as a usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vocodertui", description="Train HiFi-GAN vocoders and watch them train.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="vocodertui", description="Train HiFi-GAN vocoders and watch them train.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="YAML config or jik876 config.json; a bare name looks in config/ (default: the run's own config when resuming it, else demo)")
@@ -377,16 +398,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"vocodertui: error: {exc}", file=sys.stderr)
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except (UserError, ControlError) as exc:
-        print(f"vocodertui: error: {exc}", file=sys.stderr)
+        print(f"vocodertui: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vocodertui: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a line and a file
+        print(f"vocodertui: internal error: {one_line(f'{type(exc).__name__}: {exc}')[:300]}, a bug — "
+              f"full traceback in {keep_traceback()}", file=sys.stderr)
+        return 70
+
+
+def one_line(message: str) -> str:
+    """The first line of a message (the lines after it, such as a log tail, are for ControlError's callers)."""
+    first, _, rest = message.strip().partition("\n")
+    return first if not rest else f"{first} …"
+
+
+def keep_traceback() -> str:
+    """Write the exception being handled, with the command line, to a file; returns its path."""
+    import tempfile
+    import traceback
+
+    text = f"vocodertui {' '.join(sys.argv[1:])}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{traceback.format_exc()}"
+    for folder in (Path.home() / ".cache" / "vocodertui", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "(nowhere: no writable folder; here it is)\n" + text
 
 
 if __name__ == "__main__":
