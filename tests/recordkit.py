@@ -3,7 +3,11 @@ not care about filled with typed placeholders, so the readers decode it as the t
 
 from __future__ import annotations
 
+import json
+import socket
+
 import msgspec
+import psutil
 
 PLACEHOLDERS = {msgspec.inspect.IntType: 0, msgspec.inspect.FloatType: 0.0, msgspec.inspect.StrType: "",
                 msgspec.inspect.ListType: []}
@@ -31,3 +35,12 @@ def make(kind, **given):
 def line(kind, **given) -> str:
     """The same record as the line the trainer would write (with its newline)."""
     return msgspec.json.encode(make(kind, **given)).decode() + "\n"
+
+
+def write_pid_record(run, pid: int, **given) -> dict:
+    """A PID file for process ``pid`` as a trainer of ``run`` would write it, with ``given`` fields replaced."""
+    process = psutil.Process(pid)
+    record = {"pid": pid, "create_time": process.create_time(), "host": socket.gethostname(), "argv": process.cmdline(),
+              "start_time": process.create_time(), "run_dir": str(run.root.resolve()), "token": "t", **given}
+    run.pid.write_text(json.dumps(record))
+    return record

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recordkit import line
+from recordkit import line, write_pid_record
 from trainer import pidfile
 from trainer.records import Start
 from vocodertui.cli import main
@@ -83,6 +84,33 @@ def test_background_run_is_steered_by_signals_and_stop(daemon, capsys, quick_con
     assert code == 0 and json.loads(out)[0]["state"] == "stopped"
 
 
+def test_only_this_run_directorys_trainer_is_ever_signalled(daemon, capsys):
+    """A copy of a live run folder is not running, and neither is a PID file forged to name an
+    unrelated process exactly (its pid, create time and argv): stop signals neither."""
+    run = daemon
+    wait_for(lambda: read_jsonl(run.metrics), "the first metrics line")
+    trainer = pidfile.read_pid_file(run).pid
+    copy = RunPaths(run.root.parent / "bg_copy")
+    shutil.copytree(run.root, copy.root, symlinks=True)
+
+    status = run_status(copy)
+    assert status.state != "running" and status.pid is None and "a copied run folder" in status.stale_pid_file
+    code, _, err = cli(capsys, "stop", "--run", copy.name, "--logs-dir", run.root.parent)
+    assert code == 1 and "nothing signalled" in err
+
+    shell = subprocess.Popen(["sh", "-c", "sleep 60"])
+    try:
+        write_pid_record(copy, shell.pid)  # the shell's own pid, create time and argv, and this run's folder
+        assert "does not hold this run's trainer.lock" in run_status(copy).stale_pid_file
+        code, _, err = cli(capsys, "stop", "--run", copy.name, "--logs-dir", run.root.parent)
+        assert code == 1 and "nothing signalled" in err
+        assert shell.poll() is None
+    finally:
+        shell.kill()
+        shell.wait()
+    assert run_status(run).state == "running" and run_status(run).pid == trainer
+
+
 def test_stale_pid_files_are_never_trusted(quick_config, demo_corpus, tmp_path, capsys):
     run = RunPaths(tmp_path / "r")
     run.root.mkdir()
@@ -94,9 +122,7 @@ def test_stale_pid_files_are_never_trusted(quick_config, demo_corpus, tmp_path, 
 
     foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        fake = {"pid": foreign.pid, "create_time": 1.0, "host": pidfile.socket.gethostname(),
-                "argv": ["python", "-m", "vocodertui.cli", "start"], "start_time": 1.0}
-        run.pid.write_text(json.dumps(fake))
+        write_pid_record(run, foreign.pid, create_time=1.0, argv=["python", "-m", "vocodertui.cli", "start"])
         status = run_status(run)
         assert status.state == "crashed" and f"PID {foreign.pid} now belongs to another process" in status.stale_pid_file
         code, _, err = cli(capsys, "stop", "--run", "r", "--logs-dir", tmp_path)

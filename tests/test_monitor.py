@@ -3,7 +3,6 @@ and against a real trainer process."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -15,7 +14,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from trainer import pidfile
@@ -27,7 +25,7 @@ from textual.widgets import DataTable, Static
 
 from vocodertui.dashboard.panes import LossesPane, QualityPane
 from vocodertui.dashboard.widgets import CheckpointTable, EventLog, LossPlot, RunHeader, Spectrogram
-from recordkit import make
+from recordkit import make, write_pid_record
 from trainer.records import EVENTS, Metrics, Quality, Resume, Summary, UnscoredFile, kind_of
 from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_jsonl
 
@@ -186,8 +184,11 @@ async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
 # Stands in for a trainer that hangs: it writes the name of each signal it gets to a file, one per line,
 # and dies of SIGTERM after writing it down.
 SIGNAL_RECORDER = """
-import os, signal, sys
+import fcntl, os, signal, sys
 log = open(sys.argv[1], "a", buffering=1)
+os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
+lock = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT)  # held as a trainer holds its run's lock
+fcntl.flock(lock, fcntl.LOCK_EX)
 def record(sig, _frame):
     log.write(signal.Signals(sig).name + "\\n")
     if sig == signal.SIGTERM:
@@ -202,9 +203,9 @@ while True:
 
 
 class SignalledProcess:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, run: RunPaths):
         self.log = folder / "signals.txt"
-        self.proc = subprocess.Popen([sys.executable, "-c", SIGNAL_RECORDER, str(self.log)])
+        self.proc = subprocess.Popen([sys.executable, "-c", SIGNAL_RECORDER, str(self.log), str(run.lock)])
         self.pid = self.proc.pid
         self.wait_for_lines(1)
 
@@ -223,17 +224,14 @@ class SignalledProcess:
 
 @pytest.fixture
 def fake_trainer(tmp_path):
-    recorder = SignalledProcess(tmp_path)
+    recorder = SignalledProcess(tmp_path, RunPaths(tmp_path / "r"))
     yield recorder
     recorder.proc.kill()
     recorder.proc.wait()
 
 
 def adopt(run: RunPaths, proc: SignalledProcess) -> None:
-    p = psutil.Process(proc.pid)
-    record = {"pid": proc.pid, "create_time": p.create_time(), "host": pidfile.socket.gethostname(),
-              "argv": p.cmdline(), "start_time": time.time() - 2000}
-    run.pid.write_text(json.dumps(record))
+    write_pid_record(run, proc.pid, start_time=time.time() - 2000)
 
 
 async def test_stalled_run_warns_and_stop_signals_the_verified_trainer(tmp_path, fake_trainer):

@@ -1,10 +1,11 @@
 """Run states from prepared run directories (no trainer needed): the PID file is this test process."""
 
 import json
+import os
 import subprocess
 import sys
 
-from recordkit import line
+from recordkit import line, write_pid_record
 from trainer import pidfile
 from trainer.records import Checkpoint, Crashed, Finished, Metrics, Start, Stopping
 from trainer.rundir import RunPaths
@@ -19,7 +20,8 @@ def prepared_run(tmp_path, metrics_times=(), events=(), live=True, name="r") -> 
     run.config.write_text("schedule: {log_every: 10}\n")
     run.events.write_text(line(Start, time=NOW - 1000, step=0, target_step=1000) + "".join(events))
     run.metrics.write_text("".join(line(Metrics, time=t, step=10 * (i + 1)) for i, t in enumerate(metrics_times)))
-    if live:
+    if live:  # this test process stands in for the trainer: it holds the lock and writes the PID file
+        pidfile.RunLock(run)
         pidfile.write_pid_file(run)
     return run
 
@@ -53,7 +55,7 @@ def test_terminal_states_and_a_silent_death(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     killed.pid.write_text(json.dumps({"pid": dead.pid, "create_time": 1.0, "host": pidfile.socket.gethostname(),
-                                      "argv": ["x"], "start_time": 1.0}))
+                                      "argv": ["x"], "start_time": 1.0, "run_dir": str(killed.root.resolve()), "token": "t"}))
     s = run_status(killed, now=NOW)
     assert s.state == "crashed" and "died without a word" in s.reason and f"process {dead.pid} is gone" in s.stale_pid_file
     empty = RunPaths(tmp_path / "e")
@@ -81,3 +83,22 @@ def test_a_record_of_the_wrong_type_is_skipped_and_counted_not_fatal(tmp_path):
                                '{"event":"stopped","time":"yesterday"}\n'])
     s = run_status(run, now=NOW)
     assert s.skipped_records == 2 and s.step == 20 and s.state == "crashed"  # the valid start and metrics still count
+
+
+def test_a_lock_holder_started_for_another_token_is_not_the_trainer(tmp_path):
+    run = RunPaths(tmp_path / "r")
+    run.root.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print(flush=True); time.sleep(60)", str(run.lock)],
+        stdout=subprocess.PIPE, env={**os.environ, pidfile.TOKEN_ENV: "the-token-it-was-started-with"})
+    try:
+        holder.stdout.readline()  # it holds the lock
+        write_pid_record(run, holder.pid, token="the-token-it-was-started-with")
+        assert pidfile.check(run).alive
+        write_pid_record(run, holder.pid, token="another-start")
+        live = pidfile.check(run)
+        assert not live.alive and "its token differs" in live.reason
+    finally:
+        holder.kill()
+        holder.wait()

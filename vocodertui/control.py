@@ -41,7 +41,7 @@ def launch_detached(run: RunPaths, command: list[str], timeout: float, progress:
     launched_at = time.time()
     with open(run.log, "ab") as log:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+                                 start_new_session=True, env={**os.environ, pidfile.TOKEN_ENV: pidfile.new_token()})
     deadline = time.monotonic() + timeout
     while True:
         code = child.poll()
