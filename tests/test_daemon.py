@@ -14,9 +14,10 @@ import soundfile as sf
 
 from recordkit import line, write_pid_record
 from trainer import pidfile
-from trainer.records import Start
+from trainer.config import load_config
+from trainer.records import Metrics, Start
 from vocodertui.cli import main
-from trainer.rundir import RunPaths, read_jsonl
+from trainer.rundir import RunPaths, decode_lines, read_jsonl, read_records
 from vocodertui.runstate import run_status
 
 from conftest import REPO
@@ -109,6 +110,36 @@ def test_only_this_run_directorys_trainer_is_ever_signalled(daemon, capsys):
         shell.kill()
         shell.wait()
     assert run_status(run).state == "running" and run_status(run).pid == trainer
+
+
+def metric_steps(run: RunPaths) -> list[int]:
+    return [m.step for m in read_records(run.metrics, Metrics).records]
+
+
+def test_deleted_metrics_and_events_files_come_back_and_keep_every_later_step(daemon, capsys):
+    run = daemon
+    log_every = load_config(run.config).schedule.log_every
+    wait_for(lambda: metric_steps(run), "the first metrics line")
+    with open(run.metrics, "rb") as old_metrics:  # the trainer goes on writing into it until it notices
+        deleted_at = metric_steps(run)[-1]
+        run.events.unlink()  # first, so that the event for metrics.jsonl cannot land in the old events.jsonl
+        run.metrics.unlink()
+        wait_for(lambda: metric_steps(run), "metrics.jsonl again")
+        wait_for(lambda: metric_steps(run)[-1] > deleted_at + 2 * log_every, "two more metrics lines")
+        code, out, _ = cli(capsys, "stop", "--run", "bg", "--logs-dir", run.root.parent)
+        assert code == 0 and "run bg stopped at step" in out
+        old_steps = [m.step for m in decode_lines(old_metrics, Metrics).records]
+
+    new_steps = metric_steps(run)
+    assert new_steps[0] == old_steps[-1] + log_every  # not one line lost between the files
+    assert new_steps == list(range(new_steps[0], new_steps[-1] + 1, log_every))
+    reopened = {e["file"]: e for e in events(run, "file_reopened")}
+    assert {name: e["reason"] for name, e in reopened.items()} == {"metrics.jsonl": "deleted", "events.jsonl": "deleted"}
+    assert reopened["metrics.jsonl"]["step"] == new_steps[0]
+    new_events = read_jsonl(run.events)
+    assert new_events[0] == reopened["events.jsonl"] and new_events[-1]["event"] == "stopped"
+    assert run_status(run).state == "stopped"
+    assert "metrics.jsonl was deleted; reopened it" in run.log.read_text()
 
 
 def test_stale_pid_files_are_never_trusted(quick_config, demo_corpus, tmp_path, capsys):

@@ -55,6 +55,22 @@ def test_follower_starts_over_after_truncation_or_replacement(tmp_path):
     assert follower.read_new() == ([], True)
 
 
+@pytest.mark.parametrize("polled_while_absent", [True, False])
+def test_metrics_follower_starts_over_on_the_file_a_writer_recreated(tmp_path, polled_while_absent):
+    path = tmp_path / "metrics.jsonl"
+    writer = JsonlWriter(path)
+    for step in (1, 2, 3):
+        writer.write(metric(step))
+    follower = MetricsFollower(path)
+    assert follower.poll() and follower.recent[:, 1].tolist() == [1, 2, 3]
+    path.unlink()
+    if polled_while_absent:
+        assert follower.poll() and len(follower.recent) == 0
+    writer.write(metric(4))
+    writer.close()
+    assert follower.poll() and follower.recent[:, 1].tolist() == [4]
+
+
 def test_metrics_follower_opens_a_big_file_from_its_tail_and_indexes_the_rest_lazily(tmp_path):
     path = tmp_path / "metrics.jsonl"
     writer = JsonlWriter(path)

@@ -1,6 +1,7 @@
 """The JSONL files of the run directory: whole lines, torn and invalid lines skipped and counted,
 resumes superseding, and the docs' field tables generated from the typed contract."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,25 @@ def test_writer_appends_whole_lines_and_closes_a_torn_one(tmp_path):
     assert [(m.step, m.loss_g, m.lr) for m in decoded.records] == [(1, None, None), (3, None, None)]
     assert decoded.skipped == 1  # the torn fragment, now a line of its own
     assert read_jsonl(path)[-1]["loss_g"] is None
+
+
+def test_writer_reopens_its_path_when_the_file_is_deleted_or_replaced(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    reopened = []
+    writer = JsonlWriter(path, on_reopen=lambda p, reason, record: reopened.append((p, reason, record.step)))
+    writer.write(Metrics(time=1.0, step=1))
+    path.unlink()
+    writer.write(Metrics(time=2.0, step=2))
+    writer.write(Metrics(time=3.0, step=3))
+    assert [m.step for m in read_records(path, Metrics).records] == [2, 3]
+    replacement = tmp_path / "saved-by-an-editor.jsonl"
+    replacement.write_bytes(line(Metrics, time=3.0, step=3).encode() + b'{"time": 4.0, "st')  # ends in a torn line
+    os.replace(replacement, path)
+    writer.write(Metrics(time=5.0, step=5))
+    writer.close()
+    decoded = read_records(path, Metrics)
+    assert [m.step for m in decoded.records] == [3, 5] and decoded.skipped == 1
+    assert reopened == [(path, "deleted", 2), (path, "replaced by another file", 5)]
 
 
 def test_metrics_and_quality_lines_share_metrics_jsonl_and_each_reader_takes_its_own(tmp_path):

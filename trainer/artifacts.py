@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -20,7 +21,8 @@ from trainer.data import VocoderData
 from trainer.distributed import World
 from trainer.gan import Gan
 from trainer.quality import Scorer, summarize
-from trainer.records import RANKINGS, Checkpoint, Event, Metrics, Quality, Validation, best_checkpoint, checkpoint_scores
+from trainer.records import (RANKINGS, Checkpoint, Event, Metrics, Quality, Record, ReopenedFile, Validation, best_checkpoint,
+                             checkpoint_scores)
 from trainer.rundir import JsonlWriter, RunPaths, checkpoint_name, read_records, sample_dir_name
 from trainer.spectrogram_png import write_comparison
 
@@ -32,8 +34,8 @@ class Artifacts:
         self.cfg = cfg
         self.run = run
         self.world = world
-        self.metrics = JsonlWriter(run.metrics) if world.is_main else None
-        self.events = JsonlWriter(run.events) if world.is_main else None
+        self.metrics = JsonlWriter(run.metrics, on_reopen=self._reopened) if world.is_main else None
+        self.events = JsonlWriter(run.events, on_reopen=self._reopened) if world.is_main else None
         self.last_validation: Optional[tuple[int, Optional[float]]] = None  # (step, val mel-L1)
         self.last_quality: Optional[tuple[int, dict[str, float]]] = None  # (step, metric -> mean)
         self.checkpoint_scores: dict[int, dict[str, float]] = {}  # the checkpoints retention knows of
@@ -48,6 +50,13 @@ class Artifacts:
     def write_metrics(self, record: Metrics | Quality) -> None:
         if self.metrics is not None:
             self.metrics.write(record)
+
+    def _reopened(self, path: Path, reason: str, record: Record) -> None:
+        """A writer found its file deleted or replaced and opened the path again; ``record`` is the
+        first it writes there. When that file is events.jsonl, the event is the new file's first line."""
+        log.warning("%s was %s; reopened it, writing there from step %d on (earlier lines are in the old file only)",
+                    path.name, reason, record.step)
+        self.event(ReopenedFile, record.step, file=path.name, reason=reason)
 
     def val_at(self, step: int) -> Optional[float]:
         if self.last_validation and self.last_validation[0] == step:

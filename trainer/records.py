@@ -192,7 +192,13 @@ class Crashed(Event, tag="crashed"):
     traceback: described(str, "the formatted traceback")
 
 
-EVENTS = (Start, Resume, Validation, Checkpoint, Milestone, Stopping, Stopped, Finished, NanRollback, Crashed)
+class ReopenedFile(Event, tag="file_reopened"):
+    file: described(str, "the file found deleted or replaced and opened again: `metrics.jsonl` or `events.jsonl`")
+    reason: described(Literal["deleted", "replaced by another file"],
+                      "`deleted`, or `replaced by another file` (one renamed onto it, an editor's save)")
+
+
+EVENTS = (Start, Resume, Validation, Checkpoint, Milestone, Stopping, Stopped, Finished, NanRollback, Crashed, ReopenedFile)
 AnyEvent = Union[EVENTS]
 # A new timeline begins at these: records written before one for later steps are void (see supersede).
 REWINDS = (Start, Resume, NanRollback)

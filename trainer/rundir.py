@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import msgspec
 
@@ -153,24 +153,55 @@ class JsonlWriter:
     """Appends records as whole lines, each with a single ``write`` on an O_APPEND descriptor.
 
     If the file ends in a torn line (a writer killed mid-write), a newline is written first so the
-    fragment stays a line of its own, which readers skip.
+    fragment stays a line of its own, which readers skip. Before each record it checks that its path
+    still names the open file; when the file was deleted or replaced by another, it opens the path
+    again and calls ``on_reopen(path, reason, record)`` before writing ``record`` there.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_reopen: Optional[Callable[[Path, str, Record], None]] = None):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(self.fd).st_size
-        if size:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
+        self.on_reopen = on_reopen
+        self.opened = self._open()  # (fd, (st_dev, st_ino)): one attribute, so a signal handler never sees half a swap
+
+    @property
+    def fd(self) -> int:
+        return self.opened[0]
+
+    def _open(self) -> tuple[int, tuple[int, int]]:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        st = os.fstat(fd)
+        if st.st_size:
+            with open(self.path, "rb") as f:
+                f.seek(st.st_size - 1)
                 if f.read(1) != b"\n":
-                    os.write(self.fd, b"\n")
+                    os.write(fd, b"\n")
+        return fd, (st.st_dev, st.st_ino)
+
+    def _replaced(self) -> Optional[str]:
+        """Why the path no longer names the open file (``deleted``, ``replaced by another file``), or None."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        return None if (st.st_dev, st.st_ino) == self.opened[1] else "replaced by another file"
 
     def write(self, record: Record) -> None:
-        data = encode(record)
-        written = os.write(self.fd, data)
+        reason = self._replaced()
+        if reason is not None:
+            self._reopen()
+            if self.on_reopen is not None:
+                self.on_reopen(self.path, reason, record)
+        fd, data = self.fd, encode(record)
+        written = os.write(fd, data)
         while written < len(data):  # only after a signal or a full disk; the line stays whole or torn at its end
-            written += os.write(self.fd, data[written:])
+            written += os.write(fd, data[written:])
+
+    def _reopen(self) -> None:
+        # The new file is open before the old one closes, so its inode cannot be the old one's
+        # reused (a follower tells files apart by inode).
+        old_fd, _ = self.opened
+        self.opened = self._open()
+        os.close(old_fd)
 
     def close(self) -> None:
         os.close(self.fd)
