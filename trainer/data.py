@@ -225,11 +225,32 @@ def _decoded(metadata: Path, line_no: int, line: bytes) -> str:
 
 
 def _scan_folder(data_dir: Path) -> list[Utterance]:
-    files = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = sorted(p for p in _files_under(data_dir) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not files:
         raise UserError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) and no metadata.csv in {data_dir}")
-    ids = [str(p.relative_to(data_dir).with_suffix("")).replace(os.sep, "__") for p in files]
-    return [Utterance(uid, p) for uid, p in zip(ids, files)]
+    file_of: dict[str, Path] = {}
+    for path in files:
+        uid = str(path.relative_to(data_dir).with_suffix("")).replace(os.sep, "__")
+        if uid in file_of:
+            raise UserError(f"audio files {file_of[uid]} and {path} both make the id {uid!r} (ids name the cached features): rename one")
+        if len(uid.encode()) > MAX_ID_BYTES:
+            raise UserError(
+                f"audio file {path} makes an id of {len(uid.encode())} bytes from its path, more than {MAX_ID_BYTES}: "
+                "shorten its name or its folders' names"
+            )
+        file_of[uid] = path
+    return [Utterance(uid, path) for uid, path in file_of.items()]
+
+
+def _files_under(data_dir: Path) -> Iterator[Path]:
+    # os.walk rather than rglob, which skips unreadable folders without a word: their files would be missing
+    for folder, _, names in os.walk(data_dir, onerror=_unreadable_folder):
+        for name in names:
+            yield Path(folder) / name
+
+
+def _unreadable_folder(exc: OSError) -> None:
+    raise UserError(f"cannot read folder {exc.filename}: {_reason(exc)} — fix its permissions or move it out of the data folder")
 
 
 def split(utterances: list[Utterance], val_count: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
