@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings, strategies as st
 
 from trainer.data import MAX_LINE_BYTES, discover
 from trainer.errors import UserError
@@ -195,3 +196,61 @@ def test_metadata_without_a_wavs_folder_says_where_audio_goes(tmp_path):
 
 def test_metadata_of_blank_lines_lists_no_utterances(tmp_path):
     assert "lists no utterances" in refusal(with_metadata(tmp_path, codecs.BOM_UTF8 + b"\r\n \r\n\t\n"))
+
+
+# --- any bytes at all: utterances that exist inside wavs/, or one line naming the problem
+
+REAL_IDS = ("LJ001-0001", "clip 2", "café")
+# ids that name a file only by leaving wavs/, or that break file names or one-line messages
+TRICKY_IDS = ("../outside", "wavs/café", "a\x00b", "LJ\u2028001", "\x85", "a" * 300, "..", "missing", "")
+ids = st.one_of(st.sampled_from(REAL_IDS), st.sampled_from(TRICKY_IDS), st.text(max_size=12))
+separators = st.sampled_from(("|", ",", "\t", ";", " ", ""))
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+
+
+@st.composite
+def metadata_line(draw, uid: str, separator: str) -> str:
+    if draw(st.booleans()):
+        uid = f'"{uid}"'
+    padding = draw(st.sampled_from(("", " ", "\t ")))
+    return separator.join([uid + padding, *draw(st.lists(texts, max_size=2))])
+
+
+@st.composite
+def metadata_files(draw) -> bytes:
+    kind = draw(st.sampled_from(("bytes", "real ids", "any ids")))
+    if kind == "bytes":
+        return draw(st.binary(max_size=400))
+    if kind == "real ids":
+        separator = draw(st.sampled_from(("|", ",", "\t")))
+        uids = [*REAL_IDS, *draw(st.lists(st.sampled_from(TRICKY_IDS), max_size=1))]
+        lines = [draw(metadata_line(uid, separator)) for uid in draw(st.permutations(uids))]
+    else:
+        lines = [draw(metadata_line(draw(ids), draw(separators))) for _ in range(draw(st.integers(0, 6)))]
+    blanks = draw(st.lists(st.sampled_from(("", "  ", "\t")), max_size=3))
+    ends = st.sampled_from(("\n", "\r\n", "\r"))
+    text = "".join(line + draw(ends) for line in draw(st.permutations(lines + blanks)))
+    encoding = draw(st.sampled_from(("utf-8", "utf-8-sig", "utf-16", "utf-16-le", "latin-1")))
+    return text.encode(encoding, errors="replace") + draw(st.binary(max_size=3) if draw(st.booleans()) else st.just(b""))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = ljspeech(tmp_path_factory.mktemp("corpus"), REAL_IDS)
+    sf.write(root / "outside.wav", np.zeros(64, np.float32), 22050)
+    return root
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=metadata_files())
+def test_any_metadata_gives_existing_wavs_or_one_line(corpus, content):
+    (corpus / "metadata.csv").write_bytes(content)
+    try:
+        utterances = discover(corpus)
+    except UserError as error:
+        assert len(str(error).splitlines()) == 1, str(error)
+        return
+    assert len({u.id for u in utterances}) == len(utterances)
+    for utt in utterances:
+        assert utt.audio_path.parent == corpus / "wavs" and utt.audio_path.name == f"{utt.id}.wav"
+        assert utt.audio_path.is_file()
