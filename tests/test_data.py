@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -51,6 +54,38 @@ def test_missing_and_empty_data_dirs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no audio files"):
         discover(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("names", [("a.wav", "a.flac"), ("x/y.wav", "x__y.wav")])
+def test_files_that_make_the_same_id_are_named(tmp_path, names):
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        sf.write(tmp_path / name, tone(0.1, 22050), 22050)
+    with pytest.raises(UserError, match=r"audio files .* both make the id .*: rename one") as info:
+        discover(tmp_path)
+    assert all(str(tmp_path / name) in str(info.value) for name in names)
+
+
+def test_an_unreadable_folder_is_named_not_skipped(tmp_path, monkeypatch):
+    make_folder(tmp_path / "open", n=2)
+    make_folder(tmp_path / "locked", n=2)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == tmp_path / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(UserError, match=r"cannot read folder .*locked: Permission denied — fix its permissions"):
+        discover(tmp_path)
+
+
+def test_an_id_too_long_for_cache_file_names_is_refused(tmp_path):
+    deep = tmp_path / ("d" * 120) / ("e" * 120)
+    make_folder(deep, n=1)
+    with pytest.raises(UserError, match=r"makes an id of 250 bytes from its path, more than 200"):
+        discover(tmp_path)
 
 
 def test_split_is_deterministic_and_disjoint(tmp_path):

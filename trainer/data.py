@@ -8,15 +8,17 @@ utterance's cached mel and no STFT runs in the data path during training.
 
 from __future__ import annotations
 
-import csv
+import codecs
 import hashlib
+import itertools
 import json
 import logging
 import os
 import signal
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -38,6 +40,24 @@ class Utterance:
     audio_path: Path
 
 
+# Longer ids make cache file names ({id}.audio.npy) past the 255-byte limit of most file systems;
+# LJSpeech's are 10 characters.
+MAX_ID_BYTES = 200
+# No metadata line is near this long (LJSpeech's longest is under 1 KB): a longer one means this is
+# not a metadata file, and it is refused before it is held in memory whole.
+MAX_LINE_BYTES = 1 << 20
+_CHUNK_BYTES = 1 << 16
+_SEPARATOR_SAMPLE_LINES = 100
+# Other tools' exports of the same table: tab from spreadsheets' "Unicode text", comma from CSV.
+_OTHER_SEPARATORS = {"\t": "tab", ",": "comma"}
+_LINE_BREAKING_OR_CONTROL = ("Cc", "Zl", "Zp")
+_LAYOUTS = {
+    "|": "'id|text' (LJSpeech's '|' separator)",
+    "\t": "'id<tab>text' (tab-separated like the first lines)",
+    ",": "'id,text' (comma-separated like the first lines)",
+}
+
+
 def discover(data_dir: Path) -> list[Utterance]:
     """LJSpeech layout (``metadata.csv`` + ``wavs/``) or any folder of audio files (searched recursively)."""
     if not data_dir.exists():
@@ -45,25 +65,192 @@ def discover(data_dir: Path) -> list[Utterance]:
     if not data_dir.is_dir():
         raise UserError(f"data path is not a directory: {data_dir}")
     metadata = data_dir / "metadata.csv"
-    if metadata.is_file():
-        utterances = []
-        with metadata.open(encoding="utf-8", newline="") as f:
-            for line_no, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), 1):
-                if not row or not row[0].strip():
-                    continue
-                uid = row[0].strip()
-                wav = data_dir / "wavs" / f"{uid}.wav"
-                if not wav.is_file():
-                    raise UserError(f"{metadata}:{line_no}: entry '{uid}' has no audio file {wav}")
-                utterances.append(Utterance(uid, wav))
-        if not utterances:
-            raise UserError(f"{metadata} lists no utterances")
-        return utterances
-    files = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if _is_file(metadata, where=str(data_dir)):
+        return _read_metadata(metadata, data_dir / "wavs")
+    return _scan_folder(data_dir)
+
+
+def _read_metadata(metadata: Path, wavs: Path) -> list[Utterance]:
+    if not wavs.is_dir():
+        raise UserError(f"{metadata} is there but {wavs} is not a folder: the LJSpeech layout keeps audio in wavs/<id>.wav")
+    try:
+        with metadata.open("rb") as f:
+            utterances = _utterances(metadata, _text_lines(metadata, f), wavs)
+    except OSError as exc:
+        raise UserError(f"cannot read {metadata}: {_reason(exc)}") from None
+    if not utterances:
+        raise UserError(f"{metadata} lists no utterances")
+    return utterances
+
+
+def _utterances(metadata: Path, lines: Iterator[tuple[int, str]], wavs: Path) -> list[Utterance]:
+    head = list(itertools.islice(lines, _SEPARATOR_SAMPLE_LINES))
+    separator = _separator([text for _, text in head])
+    if separator != "|":
+        log.info("%s: no '|' in the first lines, read as %s-separated", metadata, _OTHER_SEPARATORS[separator])
+    utterances = []
+    first_line_of: dict[str, int] = {}
+    for line_no, text in itertools.chain(head, lines):
+        uid = _utterance_id(metadata, line_no, text, separator, wavs)
+        if uid in first_line_of:
+            raise UserError(f"{metadata}: lines {first_line_of[uid]} and {line_no} both list {uid!r}: remove one")
+        first_line_of[uid] = line_no
+        utterances.append(Utterance(uid, wavs / f"{uid}.wav"))
+    return utterances
+
+
+def _separator(sample: list[str]) -> str:
+    """LJSpeech's '|' wherever it appears; otherwise tab or comma when most sampled lines have it, so that
+    a stray line is reported against the separator of the lines around it."""
+    if any("|" in text for text in sample):
+        return "|"
+    counts = {separator: sum(separator in text for text in sample) for separator in _OTHER_SEPARATORS}
+    commonest = max(counts, key=counts.__getitem__)
+    return commonest if 2 * counts[commonest] > len(sample) else "|"
+
+
+def _utterance_id(metadata: Path, line_no: int, text: str, separator: str, wavs: Path) -> str:
+    fields = text.split(separator, 1)
+    uid = _unquoted(fields[0].strip())
+    problem = _id_problem(uid)
+    found = problem is None and _is_file(wavs / f"{uid}.wav", where=f"{metadata}:{line_no}")
+    if len(fields) == 1 and not found:
+        # a line that is all id is fine when it names a wav; otherwise its separator is wrong
+        raise UserError(f"{metadata}:{line_no}: expected {_LAYOUTS[separator]}; found {_shown(text)} — fix the separator")
+    if problem is not None:
+        raise UserError(f"{metadata}:{line_no}: id {_shown(uid)} {problem}")
+    if not found:
+        read_as = "" if separator == "|" else f" (read as {_OTHER_SEPARATORS[separator]}-separated: no '|' in the first lines)"
+        raise UserError(f"{metadata}:{line_no}: entry {uid!r} has no audio file {wavs / f'{uid}.wav'}{read_as}")
+    return uid
+
+
+def _unquoted(field: str) -> str:
+    """A spreadsheet's quoted field ("LJ001-0001") without its quotes. Only the id is unquoted: LJSpeech's
+    texts hold unpaired double quotes, so the rest of a line is never parsed as CSV."""
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1].replace('""', '"').strip()
+    return field
+
+
+def _id_problem(uid: str) -> str | None:
+    """Why ``uid`` cannot name a file directly inside wavs/, or None."""
+    if not uid:
+        return "is empty: each line starts with the id of its wavs/<id>.wav"
+    if "/" in uid or "\\" in uid:
+        return "is a path, not a file name: ids name files directly inside wavs/"
+    if any(unicodedata.category(c) in _LINE_BREAKING_OR_CONTROL for c in uid):
+        return "contains control or line-break characters: not a file name"
+    if len(uid.encode()) > MAX_ID_BYTES:
+        return f"is {len(uid.encode())} bytes long, more than {MAX_ID_BYTES}: not a file name"
+    return None
+
+
+def _is_file(path: Path, where: str) -> bool:
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise UserError(f"{where}: cannot check {path}: {_reason(exc)}") from None
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text[:limit] + "…" if len(text) > limit else text)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _text_lines(metadata: Path, f: BinaryIO) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line, without its line end (LF, CRLF or a lone CR)."""
+    for line_no, line in _byte_lines(metadata, _utf8_chunks(metadata, f)):
+        text = _decoded(metadata, line_no, line)
+        if text.strip():
+            yield line_no, text
+
+
+def _utf8_chunks(metadata: Path, f: BinaryIO) -> Iterator[bytes]:
+    """The file's bytes as UTF-8: a UTF-8 byte-order mark dropped, UTF-16 (Excel's "Unicode text") re-encoded."""
+    first = f.read(_CHUNK_BYTES)
+    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        yield from _utf16_as_utf8(metadata, first, f)
+        return
+    yield first.removeprefix(codecs.BOM_UTF8)
+    while chunk := f.read(_CHUNK_BYTES):
+        yield chunk
+
+
+def _utf16_as_utf8(metadata: Path, first: bytes, f: BinaryIO) -> Iterator[bytes]:
+    decoder = codecs.getincrementaldecoder("utf-16")()
+    chunk = first
+    try:
+        while chunk:
+            yield decoder.decode(chunk).encode()
+            chunk = f.read(_CHUNK_BYTES)
+        yield decoder.decode(b"", final=True).encode()
+    except UnicodeDecodeError:
+        raise UserError(f"{metadata} starts like UTF-16 text but is not valid UTF-16: save it as UTF-8") from None
+
+
+def _byte_lines(metadata: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines split at LF, CRLF or a lone CR, none held longer than MAX_LINE_BYTES."""
+    line_no = 0
+    pending = b""
+    for chunk in chunks:
+        lines = (pending + chunk).splitlines(keepends=True)
+        # the last piece may go on in the next chunk, and a CR there may be the first half of a CRLF
+        pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        for line in lines:
+            line_no += 1
+            yield line_no, line.rstrip(b"\r\n")
+        if len(pending) > MAX_LINE_BYTES:
+            raise UserError(
+                f"{metadata}:{line_no + 1}: line longer than {MAX_LINE_BYTES >> 20} MiB: "
+                "not a metadata line (is this LJSpeech's metadata.csv?)"
+            )
+    if pending:
+        yield line_no + 1, pending.rstrip(b"\r")
+
+
+def _decoded(metadata: Path, line_no: int, line: bytes) -> str:
+    try:
+        text = line.decode()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{metadata} is not UTF-8 text (byte 0x{line[exc.start]:02x} at line {line_no}): save it as UTF-8") from None
+    if "\0" in text:
+        raise UserError(
+            f"{metadata}:{line_no}: NUL bytes, so not a text file (or UTF-16 without its byte-order mark): save it as UTF-8 text"
+        )
+    return text
+
+
+def _scan_folder(data_dir: Path) -> list[Utterance]:
+    files = sorted(p for p in _files_under(data_dir) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not files:
         raise UserError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) and no metadata.csv in {data_dir}")
-    ids = [str(p.relative_to(data_dir).with_suffix("")).replace(os.sep, "__") for p in files]
-    return [Utterance(uid, p) for uid, p in zip(ids, files)]
+    file_of: dict[str, Path] = {}
+    for path in files:
+        uid = str(path.relative_to(data_dir).with_suffix("")).replace(os.sep, "__")
+        if uid in file_of:
+            raise UserError(f"audio files {file_of[uid]} and {path} both make the id {uid!r} (ids name the cached features): rename one")
+        if len(uid.encode()) > MAX_ID_BYTES:
+            raise UserError(
+                f"audio file {path} makes an id of {len(uid.encode())} bytes from its path, more than {MAX_ID_BYTES}: "
+                "shorten its name or its folders' names"
+            )
+        file_of[uid] = path
+    return [Utterance(uid, path) for uid, path in file_of.items()]
+
+
+def _files_under(data_dir: Path) -> Iterator[Path]:
+    # os.walk rather than rglob, which skips unreadable folders without a word: their files would be missing
+    for folder, _, names in os.walk(data_dir, onerror=_unreadable_folder):
+        for name in names:
+            yield Path(folder) / name
+
+
+def _unreadable_folder(exc: OSError) -> None:
+    raise UserError(f"cannot read folder {exc.filename}: {_reason(exc)} — fix its permissions or move it out of the data folder")
 
 
 def split(utterances: list[Utterance], val_count: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
