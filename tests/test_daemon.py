@@ -17,6 +17,7 @@ from trainer import pidfile
 from trainer.config import load_config
 from trainer.records import Metrics, Start
 from vocodertui.cli import main
+from vocodertui.control import ControlError, launch_detached
 from trainer.rundir import RunPaths, decode_lines, read_jsonl, read_records
 from vocodertui.runstate import run_status
 
@@ -164,19 +165,14 @@ def test_stale_pid_files_are_never_trusted(quick_config, demo_corpus, tmp_path, 
         foreign.wait()
 
 
-def test_a_launch_that_dies_early_shows_the_log(quick_config, tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        y = 0.1 * rng.standard_normal(22050)
-        if i == 5:
-            y[1000] = np.nan  # passes the header checks, fails when the trainer reads the samples
-        sf.write(data / f"c{i}.wav", y, 22050, subtype="FLOAT")
-    code, out, err = cli(capsys, "start", "--yes", "--config", quick_config, "--data", data, "--run", "x",
-                         "--logs-dir", tmp_path / "logs")
-    assert code == 1
-    assert "the trainer exited during start-up (status 1)" in err and "c5.wav contains NaN or infinite samples" in err
+def test_a_launch_that_dies_early_shows_the_log(tmp_path):
+    run = RunPaths(tmp_path / "r")
+    run.root.mkdir()
+    run.plan.write_text("{not a plan")
+    with pytest.raises(ControlError) as refused:
+        launch_detached(run, [sys.executable, "-m", "trainer", str(run.plan)], timeout=60, progress=lambda _: None)
+    assert "the trainer exited during start-up (status 1)" in str(refused.value)
+    assert "is not a start plan that vocodertui wrote" in str(refused.value)
 
 
 def test_check_reports_every_problem_as_a_cross(tmp_path, capsys):

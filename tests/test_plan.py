@@ -1,5 +1,10 @@
 """One start plan: `check` and `start` judge the same plan, and the trainer executes exactly it."""
 
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
 import yaml
 
 from trainer.checkpoint import load_file
@@ -35,6 +40,49 @@ def test_the_trainer_executes_the_checked_plan_not_a_fresh_resolution(quick_conf
     assert final["config"]["training"]["batch_size"] == checked_batch
     assert yaml.safe_load(run.config.read_text())["training"]["batch_size"] == checked_batch
     assert [e["event"] for e in read_jsonl(run.events)].count("resume") == 1
+
+
+def speech_folder(folder: Path, nan_in: int | None = None) -> Path:
+    """Eight one-second clips at 22.05 kHz, one of them with a NaN sample when asked."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        y = (0.1 * rng.standard_normal(22050)).astype(np.float32)
+        if i == nan_in:
+            y[1000] = np.nan  # the header is fine; only reading the samples shows it
+        sf.write(folder / f"c{i}.wav", y, 22050, subtype="FLOAT")
+    return folder
+
+
+def mels_folder(folder: Path, shape=(80, 86), skip: str | None = None) -> Path:
+    folder.mkdir()
+    for i in range(8):
+        if f"c{i}" != skip:
+            np.save(folder / f"c{i}.npy", np.zeros(shape, np.float32))
+    return folder
+
+
+@pytest.mark.parametrize("problem,make,message", [
+    ("NaN samples", lambda p: ["--data", speech_folder(p / "d", nan_in=5)], "c5.wav contains NaN or infinite samples"),
+    ("mels of 100 bins", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", (100, 86))],
+     "expected a mel of shape [80, frames]"),
+    ("transposed mels", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", (86, 80))],
+     "expected a mel of shape [80, frames]"),
+    ("misaligned mels", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", (80, 120))],
+     "misaligned"),
+    ("a missing mel", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", skip="c3")],
+     "fine-tuning mel missing for 'c3'"),
+    ("no mels folder", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", p / "none"], "is not a folder"),
+])
+def test_check_refuses_what_the_trainer_would_refuse_before_anything_is_preprocessed(quick_config, tmp_path, capsys,
+                                                                                    problem, make, message):
+    logs = tmp_path / "logs"
+    request = ["--config", quick_config, "--run", "r", "--logs-dir", logs, *make(tmp_path)]
+    check_code, out, _ = cli(capsys, "check", *request)
+    start_code, _, err = cli(capsys, "start", "--foreground", *request)
+    assert (check_code, start_code) == (1, 1), problem
+    assert "✗   data" in out and message in out.replace("\n", "") and message in err and err.count("\n") == 1
+    assert not (logs / ".cache" / "features").exists() and not (logs / "r").exists()
 
 
 def test_check_passes_exactly_when_start_starts(quick_config, demo_corpus, tmp_path, capsys):

@@ -21,8 +21,9 @@ class LoadedAudio:
     channels: int
 
 
-def load_audio(path: Path, sampling_rate: int) -> LoadedAudio:
-    """Read ``path`` as float32 mono at ``sampling_rate``; raise UserError for anything unusable."""
+def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
+    """The samples [frames, channels] float32 and the rate of ``path``; a UserError for a file that
+    cannot be read, holds no samples, or holds NaN or infinite ones."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile reports corrupt, truncated and unknown formats alike
@@ -32,6 +33,18 @@ def load_audio(path: Path, sampling_rate: int) -> LoadedAudio:
         raise UserError(f"audio file {path} is empty (no samples)")
     if not np.isfinite(data).all():
         raise UserError(f"audio file {path} contains NaN or infinite samples")
+    return data, rate
+
+
+def resampled_length(frames: int, source_rate: int, rate: int) -> int:
+    """How many samples ``load_audio`` gives for ``frames`` samples at ``source_rate`` (soxr rounds
+    the exact length to the nearest sample, halves up)."""
+    return frames if source_rate == rate else (2 * frames * rate + source_rate) // (2 * source_rate)
+
+
+def load_audio(path: Path, sampling_rate: int) -> LoadedAudio:
+    """Read ``path`` as float32 mono at ``sampling_rate``; raise UserError for anything unusable."""
+    data, rate = read_audio_file(path)
     channels = data.shape[1]
     mono = data.mean(axis=1) if channels > 1 else data[:, 0]
     if rate != sampling_rate:

@@ -23,7 +23,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import torch
 
-from trainer.audio import AUDIO_EXTENSIONS, load_audio, load_mel_npy, peak_normalize
+from trainer.audio import AUDIO_EXTENSIONS, load_audio, load_mel_npy, peak_normalize, read_audio_file, resampled_length
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.mel import input_mel
@@ -312,7 +312,6 @@ class FeatureCache:
         if not stale:
             return
         log.info("preprocessing %d of %d files into %s", len(stale), len(utterances), self.dir)
-        min_samples = self.cfg.audio.n_fft
         for utt in stale:
             loaded = load_audio(utt.audio_path, self.cfg.audio.sampling_rate)
             if loaded.channels > 1:
@@ -320,11 +319,7 @@ class FeatureCache:
             if loaded.source_rate != self.cfg.audio.sampling_rate:
                 log.info("%s: resampled %d -> %d Hz", utt.audio_path, loaded.source_rate, self.cfg.audio.sampling_rate)
             samples = loaded.samples
-            if len(samples) < min_samples:
-                raise UserError(
-                    f"audio file {utt.audio_path} is too short: {len(samples)} samples at "
-                    f"{self.cfg.audio.sampling_rate} Hz, need at least {min_samples} (one n_fft window)"
-                )
+            check_length(utt.audio_path, len(samples), self.cfg)
             if self.cfg.data.normalize and self.cfg.data.mels_dir is None:
                 samples = peak_normalize(samples)
             with torch.no_grad():
@@ -355,6 +350,32 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array, dtype=np.float32))
     os.replace(tmp, path)
+
+
+def check_length(path: Path, samples: int, cfg: Config) -> None:
+    """Refuse audio shorter than one STFT window at the config's rate."""
+    a = cfg.audio
+    if samples < a.n_fft:
+        raise UserError(f"audio file {path} is too short: {samples} samples at {a.sampling_rate} Hz, need at least "
+                        f"{a.n_fft} (one n_fft window, {1000 * a.n_fft / a.sampling_rate:.0f} ms)")
+
+
+@dataclass
+class AudioFacts:
+    seconds: float
+    source_rate: int
+    channels: int
+
+
+def check_utterance(cfg: Config, utt: Utterance) -> AudioFacts:
+    """Everything the trainer's preprocessing refuses about one utterance, without preprocessing it:
+    its samples (readable, present, finite), its length once resampled, and its fine-tuning mel."""
+    data, rate = read_audio_file(utt.audio_path)
+    samples = resampled_length(len(data), rate, cfg.audio.sampling_rate)
+    check_length(utt.audio_path, samples, cfg)
+    if cfg.data.mels_dir:
+        load_finetune_mel(Path(cfg.data.mels_dir), utt, cfg.audio.num_mels, samples, cfg.audio.hop_size)
+    return AudioFacts(len(data) / rate, rate, data.shape[1])
 
 
 def load_finetune_mel(mels_dir: Path, utt: Utterance, num_mels: int, n_samples: int, hop: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import psutil
-import soundfile as sf
 import yaml
 from rich.filesize import decimal as format_bytes
 
@@ -268,7 +267,7 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_data(req: StartRequest, plan: StartPlan) -> str:
-    from trainer.data import discover, split
+    from trainer.data import check_utterance, discover, split
 
     cfg = plan.config
     path = req.data or cfg.data.path
@@ -289,24 +288,26 @@ def _check_data(req: StartRequest, plan: StartPlan) -> str:
     train, _ = split(utterances, cfg.data.val_count, cfg.training.seed)
     if len(train) < cfg.training.batch_size:
         raise UserError(f"{len(train)} training files after the validation split, fewer than the batch size {cfg.training.batch_size}")
-    seconds, resampled, multichannel = 0.0, 0, 0
-    for utt in utterances:
-        try:
-            info = sf.info(str(utt.audio_path))
-        except Exception as exc:
-            raise UserError(f"cannot read audio file {utt.audio_path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-        if info.frames == 0:
-            raise UserError(f"audio file {utt.audio_path} is empty (no samples)")
-        if info.frames * cfg.audio.sampling_rate / info.samplerate < cfg.audio.n_fft:
-            raise UserError(f"audio file {utt.audio_path} is too short ({info.frames} samples)")
-        seconds += info.frames / info.samplerate
-        resampled += info.samplerate != cfg.audio.sampling_rate
-        multichannel += info.channels > 1
-    notes = [f"{len(utterances)} files, {seconds / 3600:.2f} h"]
-    if resampled:
-        notes.append(f"{resampled} will be resampled to {cfg.audio.sampling_rate} Hz")
+    if cfg.data.mels_dir and not Path(cfg.data.mels_dir).is_dir():
+        raise UserError(f"--mels-dir {cfg.data.mels_dir} is not a folder (it should hold {{utterance id}}.npy mels)")
+    facts = [check_utterance(cfg, utt) for utt in utterances]
+    rate = cfg.audio.sampling_rate
+    notes = [f"{len(utterances)} files, {sum(f.seconds for f in facts) / 3600:.2f} h"]
+    down = sum(f.source_rate > rate for f in facts)
+    up = [f.source_rate for f in facts if f.source_rate < rate]
+    multichannel = sum(f.channels > 1 for f in facts)
+    if down:
+        notes.append(f"{down} will be resampled down to {rate} Hz")
     if multichannel:
         notes.append(f"{multichannel} will be downmixed to mono")
+    if cfg.data.mels_dir:
+        notes.append(f"every mel in {cfg.data.mels_dir} fits its audio")
+    if up:
+        lowest = min(up)
+        notes.append(f"{len(up)} are only {lowest} Hz{' or more' if len(set(up)) > 1 else ''}: resampled UP to {rate} Hz, "
+                     f"they hold nothing above {lowest / 2:g} Hz, and the vocoder would learn that empty band "
+                     f"up to {rate / 2:g} Hz (use a config for {lowest} Hz, or data recorded at {rate} Hz)")
+        return Warned(f"{data_dir}: " + ", ".join(notes))
     return f"{data_dir}: " + ", ".join(notes)
 
 
