@@ -10,7 +10,7 @@ import msgspec
 import psutil
 
 PLACEHOLDERS = {msgspec.inspect.IntType: 0, msgspec.inspect.FloatType: 0.0, msgspec.inspect.StrType: "",
-                msgspec.inspect.ListType: []}
+                msgspec.inspect.ListType: [], msgspec.inspect.DictType: {}}
 
 
 def _placeholder(info):

@@ -8,9 +8,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from recordkit import line, write_pid_record
 from trainer import pidfile

@@ -238,7 +238,7 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
             section_cls = typing.get_type_hints(Config)[key]
             setattr(cfg, key, _section_from_dict(section_cls, value, source, key))
         else:
-            raise UserError(f"{source}: unknown key '{key}'{_suggest(key, ['name', *SECTIONS])}")
+            raise UserError(f"{source}: unknown key {_shown(key)}{_suggest(key, ['name', *SECTIONS])}")
     validate(cfg, source)
     return cfg
 
@@ -249,7 +249,7 @@ def _from_jik876(raw: Any, path: Path) -> dict[str, Any]:
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in raw.items():
         if key not in JIK876_KEYS:
-            raise UserError(f"{path}: unknown key '{key}'{_suggest(key, list(JIK876_KEYS))}")
+            raise UserError(f"{path}: unknown key {_shown(key)}{_suggest(key, list(JIK876_KEYS))}")
         target = JIK876_KEYS[key]
         if key == "learning_rate":
             out["training"]["learning_rate_g"] = value
@@ -267,9 +267,12 @@ def _section_from_dict(cls: type, value: Any, source: str, section: str) -> Any:
     kwargs = {}
     for key, item in value.items():
         if key not in hints:
-            raise UserError(f"{source}: unknown key '{section}.{key}'{_suggest(key, list(hints))}")
+            raise UserError(f"{source}: unknown key {_shown(f'{section}.{key}')}{_suggest(key, list(hints))}")
         kwargs[key] = _check_type(item, hints[key], source, f"{section}.{key}")
     return cls(**kwargs)
+
+
+LARGEST_INTEGER = 2**53  # the largest a float holds exactly: steps, rates and sizes stay far below it
 
 
 def _check_type(value: Any, hint: Any, source: str, where: str) -> Any:
@@ -284,6 +287,9 @@ def _check_type(value: Any, hint: Any, source: str, where: str) -> Any:
         if not isinstance(value, list):
             raise UserError(f"{source}: '{where}' must be a list, got {_type_name(value)}")
         return [_check_type(v, args[0], source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INTEGER:
+        raise UserError(f"{source}: '{where}' is about {'-' if value < 0 else ''}2**{value.bit_length() - 1}, "
+                        f"beyond any sensible setting (at most 2**53)")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
@@ -333,8 +339,14 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _suggest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+def _shown(key: Any) -> str:
+    """A key as the user wrote it, quoted, on one line and not too long."""
+    text = str(key)
+    return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+def _suggest(key: Any, valid: list[str]) -> str:
+    match = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else f" (valid: {', '.join(valid)})"
 
 

@@ -155,7 +155,7 @@ class RunFeed:
         for e in reversed(timeline):
             if isinstance(e, Validation) and e.samples is not None:
                 folder = self.run.root / e.samples
-                if folder.is_dir():
+                if folder.resolve().is_relative_to(self.run.samples.resolve()) and folder.is_dir():  # never outside the run
                     scored = [q for q in quality if q.step == e.step]
                     return SampleSet(e.step, tuple(sorted(folder.glob("*.wav"))), self.run.references,
                                      scored[-1] if scored else None)
