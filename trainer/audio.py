@@ -39,19 +39,48 @@ def load_audio(path: Path, sampling_rate: int) -> LoadedAudio:
     return LoadedAudio(np.ascontiguousarray(mono, dtype=np.float32), rate, channels)
 
 
+# Every generator convolution is zero-padded to keep its length, so one frame is enough to vocode.
+MIN_MEL_FRAMES = 1
+
+# numpy dtype kinds a mel cannot be: integers and floats of any width convert to float32, these do not
+_REFUSED_KINDS = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes", "V": "structured records",
+                  "M": "dates", "m": "time spans"}
+
+
 def load_mel_npy(path: Path, num_mels: int) -> np.ndarray:
-    """A mel spectrogram saved with numpy: [num_mels, frames] (a leading batch axis of 1 is dropped)."""
-    try:
-        mel = np.load(path)
-    except Exception:
-        raise UserError(f"{path} is not a readable .npy file") from None
+    """A float32 mel spectrogram [num_mels, frames >= 1] saved with numpy (a leading batch axis of 1 is
+    dropped); UserError naming the file, its dtype and shape for anything else."""
+    expected = f"expected a mel of shape [{num_mels}, frames] of floats"
+    mel = _read_npy(path, expected)
+    described = f"{path} ({mel.dtype}, shape {mel.shape})"
+    if mel.dtype.kind in _REFUSED_KINDS:
+        raise UserError(f"{described} holds {_REFUSED_KINDS[mel.dtype.kind]}; {expected}")
     if mel.ndim == 3 and mel.shape[0] == 1:
         mel = mel[0]
     if mel.ndim != 2 or mel.shape[0] != num_mels:
-        raise UserError(f"{path} has shape {mel.shape}; expected a mel of shape [{num_mels}, frames]")
+        transposed = " (transposed? save mel.T)" if mel.ndim == 2 and mel.shape[1] == num_mels else ""
+        raise UserError(f"{described} has the wrong shape{transposed}; {expected}")
+    if mel.shape[1] < MIN_MEL_FRAMES:
+        raise UserError(f"{described} is too short: {mel.shape[1]} frames, need at least {MIN_MEL_FRAMES}")
     if not np.isfinite(mel).all():
-        raise UserError(f"{path} contains NaN or infinite values")
-    return np.ascontiguousarray(mel, dtype=np.float32)
+        raise UserError(f"{described} contains NaN or infinite values; {expected}, all finite")
+    with np.errstate(over="ignore"):  # an overflow is refused just below, not warned about
+        converted = np.ascontiguousarray(mel, dtype=np.float32)
+    if not np.isfinite(converted).all():
+        raise UserError(f"{described} has values beyond float32's range (±3.4e38); {expected}, as float32")
+    return converted
+
+
+def _read_npy(path: Path, expected: str) -> np.ndarray:
+    """The array in a ``.npy`` file, read without pickle (which could run code)."""
+    try:
+        with open(path, "rb") as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except Exception as exc:  # truncated data, a bad header, a .npz archive, other bytes or an object array
+        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):  # numpy's refusal of an object array
+            raise UserError(f"{path} (object dtype) was refused: it holds Python objects, which need pickle "
+                            f"to load and could run code; {expected}") from None
+        raise UserError(f"{path} is not a readable .npy file") from None
 
 
 def peak_normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
