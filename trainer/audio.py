@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,17 @@ import soxr
 from trainer.errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+# soundfile guesses a format from the extension but not a subtype that suits speech; these do
+# (16-bit PCM where lossless), kept to those this libsndfile build can write
+OUTPUT_FORMATS = {
+    extension: (container, subtype)
+    for extension, (container, subtype) in {
+        ".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+        ".mp3": ("MP3", "MPEG_LAYER_III"), ".aiff": ("AIFF", "PCM_16"),
+    }.items()
+    if sf.check_format(container, subtype)
+}
 
 
 @dataclass
@@ -91,5 +103,27 @@ def peak_normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
     return (samples / largest * peak).astype(np.float32)
 
 
+def output_format(path: Path) -> tuple[str, str]:
+    """(soundfile format, subtype) for ``path``'s extension; UserError naming the extensions that work."""
+    extension = path.suffix.lower()
+    if extension not in OUTPUT_FORMATS:
+        named = f"extension {path.suffix!r}" if path.suffix else "no extension"
+        raise UserError(f"{path} has {named}; the output's extension picks its format: "
+                        f"{', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[extension]
+
+
 def write_wav(path: Path, samples: np.ndarray, sampling_rate: int) -> None:
-    sf.write(str(path), np.clip(samples, -1.0, 1.0), sampling_rate, subtype="PCM_16")
+    """Write ``samples`` in the format of ``path``'s extension (``OUTPUT_FORMATS``) so that ``path`` is
+    the previous file or the whole new one, never half of one; UserError if it cannot be written."""
+    container, subtype = output_format(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sampling_rate, subtype=subtype, format=container)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, sf.LibsndfileError)):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise UserError(f"cannot write audio file {path}: {reason}") from None
+        raise
