@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +78,38 @@ def save_atomic(obj: Any, path: Path) -> int:
 
 
 def load_file(path: Path) -> dict[str, Any]:
-    """Load a checkpoint-like file safely; UserError if it is missing, truncated or not a checkpoint."""
+    """Load a checkpoint-like file safely; UserError if it is missing, truncated, not a checkpoint or
+    holds objects that could run code."""
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. a ckpt_########.pt in it")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a pickle protocol it may not read; the error (if any) says all we need
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({detail[:160]})") from None
+        raise UserError(_load_failure(path, exc)) from None
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} does not hold a dictionary of states")
     return obj
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """One line for torch.load's failure: the weights-only unpickler refusing a class or function
+    (torch names it as ``GLOBAL module.name``), or a file that is damaged."""
+    text = str(exc).strip()
+    refused = re.search(r"GLOBAL ([\w.]+)", text) if isinstance(exc, pickle.UnpicklingError) else None
+    if refused:
+        return (f"checkpoint {path} was refused: it holds Python objects other than tensors ({refused[1]}), "
+                f"which could run code when loaded; only use checkpoints you trust, re-saved as plain "
+                f"dictionaries of tensors (torch.save(model.state_dict(), ...))")
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # the cause, after torch's advice
+    detail = unpickler[1] if unpickler else text.splitlines()[0] if text else type(exc).__name__
+    return f"checkpoint {path} is corrupt or truncated ({detail[:160]})"
 
 
 def is_ours(obj: dict[str, Any]) -> bool:

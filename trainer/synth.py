@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,11 +14,12 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer import registry
 from trainer.allocator import keep_freed_memory
-from trainer.audio import load_audio, load_mel_npy, write_wav
+from trainer.audio import load_audio, load_mel_npy, output_format, write_wav
 from trainer.config import Config, config_from_dict, load_config, signature_mismatch
 from trainer.errors import UserError
 from trainer.mel import input_mel
 from trainer.models import Generator
+from trainer.rundir import write_text_atomic
 
 
 @dataclass
@@ -66,13 +68,27 @@ def build_generator(state_dict: dict, cfg: Config, source: Path) -> Generator:
 
 def read_input_mel(path: Path, cfg: Config) -> torch.Tensor:
     """[1, num_mels, frames] from a mel ``.npy`` or from any audio file (resampled to the config's rate)."""
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         return torch.from_numpy(load_mel_npy(path, cfg.audio.num_mels)).unsqueeze(0)
     loaded = load_audio(path, cfg.audio.sampling_rate)
     if len(loaded.samples) < cfg.audio.n_fft:
         raise UserError(f"{path} is too short: {len(loaded.samples)} samples, need at least {cfg.audio.n_fft}")
     with torch.no_grad():
         return input_mel(cfg.audio)(torch.from_numpy(loaded.samples).unsqueeze(0))
+
+
+def check_output_file(out: Path, example_name: str) -> None:
+    """Refuse an ``--out`` that is a folder or cannot be written, before any slow work; creates nothing."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name a file in it, e.g. {out / example_name}")
+    nearest = next(folder for folder in out.parents if folder.exists())
+    if not nearest.is_dir():
+        raise UserError(f"cannot write --out {out}: {nearest} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror} in {nearest}; choose another folder") from None
 
 
 INFERENCE_PRECISIONS = ("fp32", "bf16")
@@ -92,15 +108,22 @@ def vocode(generator: Generator, mel: torch.Tensor, precision: str = "fp32") -> 
 
 def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None,
                precision: str = "fp32") -> float:
-    """Write the waveform for ``input_path`` to ``out``; returns its duration in seconds."""
+    """Write the waveform for ``input_path`` to ``out`` (format from its extension, replacing any
+    file there only once the whole new one is written); returns its duration in seconds."""
     if precision not in INFERENCE_PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
+    if input_path.is_dir():
+        raise UserError(f"--input {input_path} is a folder; name an audio file or a .npy mel in it")
     if not input_path.is_file():
         raise UserError(f"input file not found: {input_path}")
+    if out.exists() and out.samefile(input_path):
+        raise UserError(f"--out {out} is the --input file; choose another --out so the input is kept")
+    check_output_file(out, "out.wav")
+    output_format(out)
     loaded = load_generator_state(checkpoint, config)
     cfg = loaded.cfg
-    generator = build_generator(loaded.weights, cfg, checkpoint)
     mel = read_input_mel(input_path, cfg)
+    generator = build_generator(loaded.weights, cfg, checkpoint)
     with torch.inference_mode():
         audio = vocode(generator, mel, precision)[0, 0].numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,19 +147,22 @@ def jik876_config(cfg: Config) -> dict:
 
 
 def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[str]:
-    """Write ``out`` as a jik876 generator file and ``config.json`` beside it; returns warnings."""
+    """Write ``out`` as a jik876 generator file and ``config.json`` beside it (both or neither); returns warnings."""
+    check_output_file(out, "g_00000000")
+    if out.exists():
+        raise UserError(f"{out} exists; remove it or choose another --out")
     loaded = load_generator_state(checkpoint, config)
     state_dict, cfg = loaded.weights, loaded.cfg
     build_generator(state_dict, cfg, checkpoint)  # refuses weights that do not fit the config
     config_path = out.parent / "config.json"
     config_text = json.dumps(jik876_config(cfg), indent=4) + "\n"
-    if config_path.exists() and config_path.read_text(encoding="utf-8") != config_text:
+    config_exists = config_path.exists()
+    if config_exists and config_path.read_text(encoding="utf-8") != config_text:
         raise UserError(f"{config_path} exists and describes another model; export into another folder")
-    if out.exists():
-        raise UserError(f"{out} exists; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save_atomic({"generator": {k: v.clone() for k, v in state_dict.items()}}, out)
-    config_path.write_text(config_text, encoding="utf-8")
+    if not config_exists:
+        write_config_or_undo(config_path, config_text, out)
     warnings = []
     if cfg.audio.num_mels != 80:
         warnings.append(
@@ -144,3 +170,12 @@ def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[st
             f"{cfg.audio.num_mels}, so jik876's own code cannot load it without that one change"
         )
     return warnings
+
+
+def write_config_or_undo(config_path: Path, config_text: str, generator_file: Path) -> None:
+    """Write the exported generator's config.json; if that fails, remove the generator file too."""
+    try:
+        write_text_atomic(config_path, config_text)
+    except OSError as exc:
+        generator_file.unlink(missing_ok=True)
+        raise UserError(f"cannot write {config_path}: {exc.strerror or exc}; nothing was exported") from None
