@@ -5,7 +5,6 @@ and what was already written is kept."""
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from recordkit import line
 from trainer.records import Start
@@ -146,8 +146,7 @@ def test_bad_synth_input_is_one_line_and_keeps_the_input(trained, tmp_path, prep
 
 def test_a_pickled_payload_is_refused_as_such_and_never_runs(tmp_path):
     (tmp_path / "in.npy").write_bytes(b"")
-    with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"generator": Payload()}, f)
+    torch.save({"generator": Payload()}, tmp_path / "evil.pt")
     proc = vocodertui("synth", "--checkpoint", "evil.pt", "--input", "in.npy", "--out", "o.wav", cwd=tmp_path)
     lines = proc.stderr.splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "Python objects other than tensors" in lines[0]

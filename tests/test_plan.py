@@ -65,9 +65,9 @@ def mels_folder(folder: Path, shape=(80, 86), skip: str | None = None) -> Path:
 @pytest.mark.parametrize("problem,make,message", [
     ("NaN samples", lambda p: ["--data", speech_folder(p / "d", nan_in=5)], "c5.wav contains NaN or infinite samples"),
     ("mels of 100 bins", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", (100, 86))],
-     "expected a mel of shape [80, frames]"),
+     "has the wrong shape"),
     ("transposed mels", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", (86, 80))],
-     "expected a mel of shape [80, frames]"),
+     "has the wrong shape (transposed? save mel.T)"),
     ("misaligned mels", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", (80, 120))],
      "misaligned"),
     ("a missing mel", lambda p: ["--data", speech_folder(p / "d"), "--mels-dir", mels_folder(p / "m", skip="c3")],
@@ -81,7 +81,7 @@ def test_check_refuses_what_the_trainer_would_refuse_before_anything_is_preproce
     check_code, out, _ = cli(capsys, "check", *request)
     start_code, _, err = cli(capsys, "start", "--foreground", *request)
     assert (check_code, start_code) == (1, 1), problem
-    assert "✗   data" in out and message in out.replace("\n", "") and message in err and err.count("\n") == 1
+    assert "✗   data" in out and message in err and err.count("\n") == 1
     assert not (logs / ".cache" / "features").exists() and not (logs / "r").exists()
 
 
