@@ -19,7 +19,7 @@ from vocodertui.control import ControlError, launch_detached
 from trainer.rundir import RunPaths, decode_lines, read_jsonl, read_records
 from vocodertui.runstate import run_status
 
-from conftest import REPO
+from conftest import REPO, write_config
 
 
 def wait_for(condition, what: str, timeout: float = 120):
@@ -201,3 +201,42 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(quick_confi
     assert not list(run.checkpoints.glob(".ckpt_*"))
     crashed = events(run, "crashed")[-1]
     assert "cannot write checkpoint" in crashed["reason"]
+
+
+def test_a_resume_without_config_trains_on_the_checkpoints_own_data(quick_config, tmp_path, capsys):
+    """Not on the demo's: the checkpoint's saved config names its data, batch and all, even after
+    the run's config.yaml is gone and the resume starts a new run."""
+    import numpy as np
+    import soundfile as sf
+
+    data = tmp_path / "own"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        sf.write(data / f"u{i}.wav", (0.1 * rng.standard_normal(22050)).astype(np.float32), 22050)
+    own = write_config(tmp_path / "own.yaml", training={"batch_size": 2}, data={"val_count": 1},
+                       schedule={"log_every": 2, "checkpoint_every": 2, "validate_every": 100, "val_samples": 0,
+                                 "milestones": [], "quality_every": 0})
+    logs = tmp_path / "logs"
+    code, _, err = cli(capsys, "start", "--foreground", "--config", own, "--data", data, "--run", "base",
+                       "--logs-dir", logs, "--target-step", 2)
+    assert code == 0, err
+    base = RunPaths(logs / "base")
+    base.config.unlink()
+
+    code, out, err = cli(capsys, "start", "--yes", "--run", "fork", "--logs-dir", logs, "--resume",
+                         base.checkpoints / "ckpt_00000002.pt", "--target-step", 4)
+    assert code == 0, err
+    assert "the config ckpt_00000002.pt was trained with" in out and f"{data.resolve()}: 12 files" in out
+    fork = RunPaths(logs / "fork")
+    wait_for(lambda: events(fork, "finished"), "the resumed run to finish")
+    resumed = events(fork, "resume")[-1]
+    assert resumed["step"] == 2 and resumed["config"] == load_config(own).name
+    trained_with = load_config(fork.config)
+    assert trained_with.data.path == str(data.resolve()) and trained_with.training.batch_size == 2
+
+    # a --config that changes what it was trained with is shown and needs --yes
+    code, out, err = cli(capsys, "start", "--run", "fork", "--logs-dir", logs, "--resume", "latest",
+                         "--target-step", 6, "--config", quick_config)
+    assert code == 1 and "pass --yes to resume with them" in err and not fork.pid.exists()
+    assert "⚠   resume checkpoint" in out and "training.batch_size: 2 → 4" in out and "data.path" in out
