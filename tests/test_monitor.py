@@ -181,6 +181,26 @@ async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
         assert app.check_action("resume", ()) is None  # no checkpoint to resume from
 
 
+async def test_events_tab_says_when_the_trainer_reopened_a_deleted_metrics_file(tmp_path):
+    fake = FakeRun(tmp_path / "r")
+    fake.start(NOW - 100)
+    fake.train(NOW - 100, 10, 50)
+    fake.event(NOW - 60, "file_reopened", 50, file="metrics.jsonl", reason="deleted")
+    fake.event(NOW - 50, "nan_rollback", 40, failed_step=51, checkpoint="checkpoints/ckpt_00000040.pt",
+               skipped_batch={"epoch": 1, "batch": 3}, strikes=1)
+    app = monitor(fake.run)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.view is not None, "the first view")
+        await pilot.press("4")
+        log = app.query_one(EventLog)
+        await until(pilot, lambda: log.shown == 3, "the events")
+        text = " ".join(strip.text.strip() for strip in log.lines)  # a long line wraps at the console's width
+        assert "file_reopened metrics.jsonl was deleted: a new one from here on" in text
+        # the kinds' column is as wide as the longest kind, so the descriptions line up
+        starts = {strip.text.find(word) for strip in log.lines for word in ("demo on cpu", "metrics.jsonl", "step 51")}
+        assert len(starts - {-1}) == 1
+
+
 # Stands in for a trainer that hangs: it writes the name of each signal it gets to a file, one per line,
 # and dies of SIGTERM after writing it down.
 SIGNAL_RECORDER = """

@@ -13,8 +13,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
-from trainer.records import (Checkpoint, Crashed, Event, Finished, NanRollback, Resume, Start, Stopped, Stopping,
-                             Validation, kind_of)
+from trainer.records import (EVENTS, Checkpoint, Crashed, Event, Finished, NanRollback, ReopenedFile, Resume, Start,
+                             Stopped, Stopping, Validation, kind_of)
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import RunView
 from vocodertui.runstate import quality_cells, scored_metrics
@@ -181,8 +181,11 @@ def _clock(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
-EVENT_STYLES = {Crashed: "bold red", NanRollback: "yellow", Stopping: "yellow", Stopped: "yellow",
+EVENT_STYLES = {Crashed: "bold red", NanRollback: "yellow", ReopenedFile: "yellow", Stopping: "yellow", Stopped: "yellow",
                 Finished: "green", Start: "cyan", Resume: "cyan", Validation: "dim"}
+
+
+EVENT_KIND_WIDTH = max(len(kind_of(kind)) for kind in EVENTS)
 
 
 def describe_event(e: Event) -> str:
@@ -198,6 +201,8 @@ def describe_event(e: Event) -> str:
         return e.reason
     if isinstance(e, NanRollback):
         return f"step {e.failed_step} was not finite: back to {e.checkpoint}, batch {e.skipped_batch.batch} skipped"
+    if isinstance(e, ReopenedFile):
+        return f"{e.file} was {e.reason}: a new one from here on"
     return ""
 
 
@@ -215,7 +220,7 @@ class EventLog(RichLog):
             self.restart()
         for e in view.events[self.shown:]:
             line = Text(f"{_clock(e.time)}  step {e.step:>8}  ")
-            line.append(f"{kind_of(type(e)):<12}", style=EVENT_STYLES.get(type(e), ""))
+            line.append(f"{kind_of(type(e)):<{EVENT_KIND_WIDTH}}", style=EVENT_STYLES.get(type(e), ""))
             line.append(" " + describe_event(e))
             self.write(line)
         self.shown = len(view.events)
