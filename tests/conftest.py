@@ -28,7 +28,7 @@ def write_config(path: Path, base: str = "demo", **sections) -> Path:
     """The shipped ``base`` config with some keys replaced, e.g. schedule={"log_every": 2}."""
     raw = yaml.safe_load((CONFIG_DIR / f"{base}.yaml").read_text())
     for section, values in sections.items():
-        raw[section].update(values)
+        raw.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(raw))
     return path
 

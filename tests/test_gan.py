@@ -30,8 +30,8 @@ def test_the_discriminators_are_the_ones_the_config_names():
 
 
 @pytest.mark.parametrize("section,message", [
-    ({"generator": {"type": "wavenet"}}, "generator.type must be one of hifigan"),
-    ({"discriminator": {"kinds": ["msd", "msd"]}}, "discriminator.kinds must list some of msd, mpd, each once"),
+    ({"generator": {"type": "wavenet"}}, "generator.type must be one of hifigan, bigvgan"),
+    ({"discriminator": {"kinds": ["msd", "msd"]}}, "discriminator.kinds must list some of msd, mpd, mrd, cqt, each once"),
     ({"discriminator": {"kinds": []}}, "discriminator.kinds must list some of"),
 ])
 def test_unknown_kinds_are_one_line_errors(section, message):

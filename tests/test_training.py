@@ -47,8 +47,9 @@ def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
     metrics = read_jsonl(run.metrics)
     assert [m["step"] for m in metrics] == [2, 4, 6]
     for m in metrics:
-        assert set(m) == {"time", "step", "epoch", "loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "lr",
+        assert set(m) == {"time", "step", "epoch", "loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "loss_stft", "lr",
                           "steps_per_s", "grad_norm_g", "grad_norm_d"}
+        assert m["loss_stft"] is None  # the demo recipe has no STFT loss
         assert m["loss_g"] > m["loss_adv"] + m["loss_fm"] > 0 and m["steps_per_s"] > 0
     events = read_jsonl(run.events)
     kinds = [(e["event"], e["step"]) for e in events]

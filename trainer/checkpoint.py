@@ -175,3 +175,43 @@ def load_jik876_pair(path: Path) -> dict[str, Any]:
             out.update(mpd=do["mpd"], msd=do["msd"], optim_g=do["optim_g"], optim_d=do["optim_d"],
                        step=int(do["steps"]) + 1, epoch=int(do["epoch"]))
     return out
+
+
+def load_pretrained(path: Path) -> dict[str, Any]:
+    """Weights to fine-tune from (``training.finetune_from``): one of our checkpoints, a jik876
+    ``g_`` file (with its ``do_`` pair), or a BigVGAN release (its folder, or the
+    ``bigvgan_generator.pt`` in it, with ``config.json`` beside). Keys: ``generator`` and, where the
+    source has them, the discriminators by kind."""
+    if path.is_dir() or path.name == "bigvgan_generator.pt":
+        from trainer.bigvgan import load_release
+
+        _, generator = load_release(path if path.is_dir() else path.parent)
+        return {"generator": generator}
+    state = load_file(path)
+    if is_ours(state):
+        return state
+    return load_jik876_pair(path)
+
+
+def pretrained_parts(state: dict[str, Any], kinds: list[str], with_discriminators: bool) -> list[str]:
+    """The networks a fine-tune takes from ``state``: the generator, and the discriminators of
+    ``kinds`` that it holds when ``with_discriminators``."""
+    return ["generator", *(k for k in kinds if with_discriminators and k in state)]
+
+
+def fit_problem(expected: dict[str, torch.Tensor], given: dict[str, Any], name: str) -> str | None:
+    """Why the weights ``given`` for network ``name`` cannot load into one whose state is
+    ``expected`` (names and shapes), in one line; None when they fit."""
+    if not isinstance(given, dict):
+        return f"has no weights for {name}"
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if missing or unexpected:
+        which = f"lacks {name}.{missing[0]}" if missing else f"has {name}.{unexpected[0]}, which this model has not"
+        return f"{which} ({len(missing)} missing, {len(unexpected)} unexpected): another architecture"
+    for key, tensor in expected.items():
+        shape = tuple(getattr(given[key], "shape", ()))
+        if shape != tuple(tensor.shape):
+            return f"has {name}.{key} of shape {list(shape)}, where this config has {list(tensor.shape)}"
+    return None
+

@@ -24,9 +24,14 @@ from trainer.rundir import plain_name, run_name_problem
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 PRECISIONS = ("fp32", "bf16", "fp16")
-# The kinds the engine can build (trainer/gan.py maps each name to its module).
-GENERATOR_TYPES = ("hifigan",)
-DISCRIMINATOR_KINDS = ("msd", "mpd")
+# The kinds the engine can build (trainer/registry.py maps each name to its module).
+GENERATOR_TYPES = ("hifigan", "bigvgan")
+DISCRIMINATOR_KINDS = ("msd", "mpd", "mrd", "cqt")
+GAN_LOSSES = ("lsgan", "hinge", "bce")
+MEL_LOSSES = ("single", "multi_scale")
+STFT_LOSSES = ("none", "multi_resolution")
+LR_SCHEDULES = ("exponential_per_epoch", "exponential_per_step", "cosine", "constant")
+SNAKES = ("snake", "snakebeta")
 DEVICES = ("auto", "cpu", "cuda")
 PITCH_MODELS = ("full", "tiny")  # torchcrepe's two
 
@@ -53,6 +58,15 @@ class GeneratorConfig:
     upsample_initial_channel: int = 512
     resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
     resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5]] * 3)
+    # BigVGAN only (type: bigvgan); null under HiFi-GAN. Unset, they take BigVGAN v2's values:
+    # snakebeta, log-scale alphas, no tanh (a clamp to [-1, 1]) and no bias at the output.
+    activation: Optional[str] = None
+    snake_logscale: Optional[bool] = None
+    use_tanh_at_final: Optional[bool] = None
+    use_bias_at_final: Optional[bool] = None
+
+
+BIGVGAN_ONLY = {"activation": "snakebeta", "snake_logscale": True, "use_tanh_at_final": False, "use_bias_at_final": False}
 
 
 @dataclass
@@ -60,6 +74,15 @@ class DiscriminatorConfig:
     kinds: list[str] = field(default_factory=lambda: ["msd", "mpd"])
     periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     scales: int = 3
+    # MRD: [n_fft, hop_size, win_size] per sub-discriminator, BigVGAN's by default.
+    mrd_resolutions: list[list[int]] = field(default_factory=lambda: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]])
+    # CQT (multi-scale sub-band CQT discriminator, BigVGAN v2): one sub-discriminator per entry.
+    cqt_hop_lengths: list[int] = field(default_factory=lambda: [512, 256, 256])
+    cqt_n_octaves: list[int] = field(default_factory=lambda: [9, 9, 9])
+    cqt_bins_per_octaves: list[int] = field(default_factory=lambda: [24, 36, 48])
+    cqt_filters: int = 32
+    cqt_max_filters: int = 1024
+    cqt_dilations: list[int] = field(default_factory=lambda: [1, 2, 4])
     # Divides every discriminator width; 1 is the reference. Only small demo runs change it.
     channel_divisor: int = 1
 
@@ -77,6 +100,22 @@ class TrainingConfig:
     lambda_mel: float = 45.0
     lambda_adv: float = 1.0
     lambda_fm: float = 2.0
+    lambda_stft: float = 1.0  # weight of loss.stft in the generator loss
+    # The learning rate's shape (trainer/schedules.py). exponential_per_epoch multiplies it by
+    # lr_decay after each epoch, as the reference; exponential_per_step after each step; cosine
+    # falls from the learning rate to min_learning_rate at target_step. A warm-up rises linearly
+    # from 0 over warmup_steps first.
+    lr_schedule: str = "exponential_per_epoch"
+    warmup_steps: int = 0
+    min_learning_rate: float = 0.0
+    # Before this step the generator learns from the reconstruction losses alone and the
+    # discriminators do not train (Parallel WaveGAN's discriminator_train_start_steps).
+    discriminator_start_step: int = 0
+    # A checkpoint (ours, a jik876 g_ file, or a BigVGAN release folder) whose weights a new run
+    # starts from, with fresh optimisers and schedule; the discriminators too when it has them
+    # and finetune_discriminators is true.
+    finetune_from: Optional[str] = None
+    finetune_discriminators: bool = True
     seed: int = 1234
     target_step: int = 500_000
     grad_clip: Optional[float] = None
@@ -84,6 +123,24 @@ class TrainingConfig:
     device: str = "auto"
     threads: Optional[int] = None
     num_workers: int = 2
+
+
+@dataclass
+class LossConfig:
+    """Which losses train the generator and the discriminators (their weights: training.lambda_*)."""
+
+    gan: str = "lsgan"  # lsgan (HiFi-GAN's), hinge, or bce (the non-saturating loss)
+    # single: L1 between log-mel spectrograms (the reference's); multi_scale: BigVGAN v2's sum over
+    # mel_scales n_mels at mel_windows window lengths (from DAC).
+    mel: str = "single"
+    mel_scales: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320])
+    mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
+    # multi_resolution: spectral convergence + log STFT magnitude (Parallel WaveGAN), the mean
+    # over stft_resolutions ([n_fft, hop_size, win_size] each).
+    stft: str = "none"
+    stft_resolutions: list[list[int]] = field(default_factory=lambda: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]])
+    stft_sc_weight: float = 1.0
+    stft_mag_weight: float = 1.0
 
 
 @dataclass
@@ -129,6 +186,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -354,7 +412,7 @@ def validate(cfg: Config, source: str) -> None:
     def fail(message: str) -> None:
         raise UserError(f"{source}: {message}")
 
-    a, g, d, t, s = cfg.audio, cfg.generator, cfg.discriminator, cfg.training, cfg.schedule
+    a, g, d, t, s, loss = cfg.audio, cfg.generator, cfg.discriminator, cfg.training, cfg.schedule, cfg.loss
     problem = run_name_problem(cfg.name)
     if problem:
         fail(f"name {cfg.name[:40]!r} cannot begin a run name: {problem}")
@@ -402,6 +460,17 @@ def validate(cfg: Config, source: str) -> None:
             fail(f"generator.resblock_dilation_sizes: resblock {g.resblock} takes {expected_dilations} dilations per kernel, got {dil}")
     if g.upsample_initial_channel % (2 ** len(g.upsample_rates)):
         fail("generator.upsample_initial_channel must be divisible by 2 ** len(generator.upsample_rates)")
+    if g.type == "bigvgan":
+        for key, default in BIGVGAN_ONLY.items():
+            if getattr(g, key) is None:
+                setattr(g, key, default)
+        if g.activation not in SNAKES:
+            fail(f"generator.activation must be one of {', '.join(SNAKES)}, got {g.activation!r}")
+    else:
+        given = [key for key in BIGVGAN_ONLY if getattr(g, key) is not None]
+        if given:
+            fail(f"generator.{given[0]} is a BigVGAN option, but generator.type is {g.type}: "
+                 f"remove it, or set generator.type: bigvgan")
 
     if d.channel_divisor not in (1, 2, 4, 8):
         fail(f"discriminator.channel_divisor must be 1, 2, 4 or 8, got {d.channel_divisor}")
@@ -409,6 +478,34 @@ def validate(cfg: Config, source: str) -> None:
         fail("discriminator.periods must be a non-empty list of periods >= 2")
     if d.scales < 1:
         fail("discriminator.scales must be at least 1")
+    if "mrd" in d.kinds:
+        _check_resolutions(d.mrd_resolutions, "discriminator.mrd_resolutions", fail)
+    if "cqt" in d.kinds:
+        lengths = {len(d.cqt_hop_lengths), len(d.cqt_n_octaves), len(d.cqt_bins_per_octaves)}
+        if len(lengths) != 1 or not d.cqt_hop_lengths:
+            fail("discriminator.cqt_hop_lengths, cqt_n_octaves and cqt_bins_per_octaves must have the same, non-zero length")
+        if min(d.cqt_hop_lengths + d.cqt_n_octaves + d.cqt_bins_per_octaves) < 1:
+            fail("discriminator.cqt_hop_lengths, cqt_n_octaves and cqt_bins_per_octaves must be positive")
+        if d.cqt_filters < d.channel_divisor or d.cqt_max_filters < d.cqt_filters or not d.cqt_dilations:
+            fail("discriminator.cqt_filters must be at least channel_divisor and at most cqt_max_filters, with some cqt_dilations")
+
+    if loss.gan not in GAN_LOSSES:
+        fail(f"loss.gan must be one of {', '.join(GAN_LOSSES)}, got {loss.gan!r}")
+    if loss.mel not in MEL_LOSSES:
+        fail(f"loss.mel must be one of {', '.join(MEL_LOSSES)}, got {loss.mel!r}")
+    if loss.stft not in STFT_LOSSES:
+        fail(f"loss.stft must be one of {', '.join(STFT_LOSSES)}, got {loss.stft!r}")
+    if loss.mel == "multi_scale":
+        if len(loss.mel_scales) != len(loss.mel_windows) or not loss.mel_scales:
+            fail("loss.mel_scales and loss.mel_windows must have the same, non-zero length")
+        for n_mels, window in zip(loss.mel_scales, loss.mel_windows):
+            if n_mels < 1 or window < 4 or n_mels > window // 2 + 1:
+                fail(f"loss.mel_scales/mel_windows: {n_mels} mel bands need a window of at least {2 * n_mels - 2} "
+                     f"samples, got {window}")
+    if loss.stft == "multi_resolution":
+        _check_resolutions(loss.stft_resolutions, "loss.stft_resolutions", fail)
+        if min(loss.stft_sc_weight, loss.stft_mag_weight) < 0:
+            fail("loss.stft_sc_weight and loss.stft_mag_weight must not be negative")
 
     if t.segment_size <= 0 or t.segment_size % a.hop_size:
         fail(f"training.segment_size ({t.segment_size}) must be a positive multiple of audio.hop_size ({a.hop_size})")
@@ -429,6 +526,16 @@ def validate(cfg: Config, source: str) -> None:
     for name in ("learning_rate_g", "learning_rate_d"):
         if getattr(t, name) <= 0:
             fail(f"training.{name} must be positive")
+    if t.lr_schedule not in LR_SCHEDULES:
+        fail(f"training.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {t.lr_schedule!r}")
+    if not 0 < t.lr_decay <= 1:
+        fail(f"training.lr_decay must be in (0, 1], got {t.lr_decay}")
+    if t.warmup_steps < 0 or t.discriminator_start_step < 0:
+        fail("training.warmup_steps and training.discriminator_start_step must not be negative")
+    if not 0 <= t.min_learning_rate < min(t.learning_rate_g, t.learning_rate_d):
+        fail("training.min_learning_rate must be at least 0 and below the learning rates")
+    if min(t.lambda_mel, t.lambda_adv, t.lambda_fm, t.lambda_stft) < 0:
+        fail("training.lambda_* must not be negative")
     for name in ("log_every", "validate_every", "checkpoint_every", "keep_last"):
         if getattr(s, name) < 1:
             fail(f"schedule.{name} must be at least 1")
@@ -450,6 +557,21 @@ def validate(cfg: Config, source: str) -> None:
              "and leave schedule.quality_every above 0")
     if cfg.data.val_count < 1:
         fail("data.val_count must be at least 1")
+
+
+def _check_resolutions(resolutions: list[list[int]], where: str, fail) -> None:
+    if not resolutions:
+        fail(f"{where} must list at least one [n_fft, hop_size, win_size]")
+    for r in resolutions:
+        if len(r) != 3:
+            fail(f"{where}: each resolution is [n_fft, hop_size, win_size], got {r}")
+        n_fft, hop, win = r
+        if min(r) < 1:
+            fail(f"{where}: {r} must be positive")
+        if win > n_fft:
+            fail(f"{where}: {r} has a window of {win} samples, longer than its n_fft {n_fft}: make n_fft >= win_size")
+        if hop > win:
+            fail(f"{where}: {r} hops {hop} samples, more than its window {win}: make hop_size <= win_size")
 
 
 def dump_config(cfg: Config) -> str:

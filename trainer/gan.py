@@ -1,5 +1,6 @@
 """What is trained and how one step updates it: the generator and discriminators the config names
-(see trainer/registry.py), their optimisers and schedules, and the reference's update (D step,
+(see trainer/registry.py), their optimisers and learning-rate schedules (trainer/schedules.py),
+the losses the config picks (loss.gan, loss.mel, loss.stft), and the reference's update (D step,
 then G step), summed over whatever discriminators there are.
 """
 
@@ -18,10 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.config import Config
 from trainer.distributed import World
-from trainer.losses import discriminator_loss, feature_loss, generator_loss
+from trainer.losses import GAN_LOSSES, feature_loss
 from trainer.mel import loss_mel
+from trainer.mrstft import MultiResolutionSTFT, Resolution
+from trainer.multiscale_mel import MultiScaleMelLoss
 from trainer.records import LOSSES
 from trainer.registry import build_discriminators, build_generator
+from trainer.schedules import LearningRateSchedule
 
 def total(terms: list[torch.Tensor]) -> torch.Tensor:
     """``terms[0] + terms[1] + ...`` left to right, as the reference writes its sums."""
@@ -68,11 +72,22 @@ class Gan:
         self.optim_d = torch.optim.AdamW(
             itertools.chain(*(d.parameters() for d in self.discriminators.values())), t.learning_rate_d, betas=betas
         )
-        self.scheduler_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=t.lr_decay)
-        self.scheduler_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=t.lr_decay)
+        self.scheduler_g = LearningRateSchedule(self.optim_g, t)
+        self.scheduler_d = LearningRateSchedule(self.optim_d, t)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.gan_loss = GAN_LOSSES[cfg.loss.gan]
         self.loss_mel = loss_mel(cfg.audio).to(device)
+        self.multi_scale_mel = (MultiScaleMelLoss(cfg.audio.sampling_rate, cfg.loss.mel_scales, cfg.loss.mel_windows).to(device)
+                                if cfg.loss.mel == "multi_scale" else None)
+        self.mrstft = (MultiResolutionSTFT(tuple(Resolution(*r) for r in cfg.loss.stft_resolutions),
+                                           sc_weight=cfg.loss.stft_sc_weight, mag_weight=cfg.loss.stft_mag_weight).to(device)
+                       if cfg.loss.stft == "multi_resolution" else None)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+
+    @property
+    def trained_losses(self) -> tuple[str, ...]:
+        """The names in ``records.LOSSES`` this recipe trains with (a metrics line holds just these)."""
+        return LOSSES if self.mrstft is not None else tuple(name for name in LOSSES if name != "loss_stft")
 
     @property
     def lr(self) -> float:
@@ -88,43 +103,69 @@ class Gan:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def step(self, mel: torch.Tensor, audio: torch.Tensor, measure_grads: bool) -> StepResult:
-        """One D update then one G update on a batch; returns detached losses (and grad norms if asked)."""
+    def step(self, mel: torch.Tensor, audio: torch.Tensor, measure_grads: bool, step: int = 0, epoch: int = 0) -> StepResult:
+        """One D update then one G update on a batch, ``step`` updates into training, in ``epoch``;
+        returns detached losses (and grad norms if asked). Before ``discriminator_start_step`` the
+        generator learns from the reconstruction losses alone and the discriminators rest."""
         lam = self.cfg.training
+        adversarial = step >= lam.discriminator_start_step
+        self.scheduler_g.before_step(step, epoch)
+        self.scheduler_d.before_step(step, epoch)
         mel = mel.to(self.device, non_blocking=True)
         audio = audio.to(self.device, non_blocking=True)
         y = audio.unsqueeze(1)
         with self.autocast():
             y_g_hat = self.train_g(mel)
-        y_mel = self.loss_mel(audio)
-        y_g_hat_mel = self.loss_mel(y_g_hat.squeeze(1))
+        loss_mel, loss_stft = self.reconstruction(y_g_hat.squeeze(1), audio)
 
-        self.optim_d.zero_grad(set_to_none=True)
-        with self.autocast():
-            scores = [d(y, y_g_hat.detach()) for d in self.train_ds.values()]
-            loss_d = total([discriminator_loss(real, fake) for real, fake, _, _ in scores])
-        self.scaler.scale(loss_d).backward()
-        grad_norm_d = self._unscale_and_clip(self.optim_d, measure_grads)
-        self.scaler.step(self.optim_d)
+        grad_norm_d = None
+        loss_d = audio.new_zeros(())
+        if adversarial:
+            self.optim_d.zero_grad(set_to_none=True)
+            with self.autocast():
+                scores = [d(y, y_g_hat.detach()) for d in self.train_ds.values()]
+                loss_d = total([self.gan_loss.discriminator(real, fake) for real, fake, _, _ in scores])
+            self.scaler.scale(loss_d).backward()
+            grad_norm_d = self._unscale_and_clip(self.optim_d, measure_grads)
+            self.scaler.step(self.optim_d)
 
         self.optim_g.zero_grad(set_to_none=True)
-        mel_l1 = F.l1_loss(y_mel, y_g_hat_mel)
+        adv, fm = [audio.new_zeros(())], [audio.new_zeros(())]
         with self.autocast(), frozen(*self.discriminators.values()):
-            # Frozen discriminators: autograd records no graph for the real branch and computes no
-            # weight gradients (the reference computes both and discards them). The plain modules,
-            # not their DDP wrappers, because there are no gradients here for DDP to reduce.
-            scores = [d(y, y_g_hat) for d in self.discriminators.values()]
-            adv = [generator_loss(fake) * lam.lambda_adv for _, fake, _, _ in scores]
-            fm = [feature_loss(fmap_r, fmap_g) * lam.lambda_fm for _, _, fmap_r, fmap_g in scores]
-            loss_g = total([*adv, *fm, mel_l1 * lam.lambda_mel])
+            if adversarial:
+                # Frozen discriminators: autograd records no graph for the real branch and computes no
+                # weight gradients (the reference computes both and discards them). The plain modules,
+                # not their DDP wrappers, because there are no gradients here for DDP to reduce.
+                scores = [d(y, y_g_hat) for d in self.discriminators.values()]
+                adv = [self.gan_loss.generator(fake) * lam.lambda_adv for _, fake, _, _ in scores]
+                fm = [feature_loss(fmap_r, fmap_g) * lam.lambda_fm for _, _, fmap_r, fmap_g in scores]
+            terms = [*adv, *fm, loss_mel * lam.lambda_mel] if adversarial else [loss_mel * lam.lambda_mel]
+            if loss_stft is not None:
+                terms.append(loss_stft * lam.lambda_stft)
+            loss_g = total(terms)
         self.scaler.scale(loss_g).backward()
         grad_norm_g = self._unscale_and_clip(self.optim_g, measure_grads)
         self.scaler.step(self.optim_g)
         self.scaler.update()
 
-        losses = torch.stack([loss_g, loss_d, mel_l1, total(adv), total(fm)]).detach().float()
+        stft = loss_stft if loss_stft is not None else audio.new_zeros(())
+        losses = torch.stack([loss_g, loss_d, loss_mel, total(adv), total(fm), stft]).detach().float()
         assert len(losses) == len(LOSSES)
+        if measure_grads and grad_norm_d is None:
+            grad_norm_d = audio.new_zeros(())
         return StepResult(losses, grad_norm_g, grad_norm_d) if measure_grads else StepResult(losses)
+
+    def reconstruction(self, generated: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The mel loss (``loss.mel``) and the multi-resolution STFT loss (``loss.stft``, else None).
+
+        Computed before the D step, where the reference computes its mels: the order in which the
+        backward pass adds up the generator's gradients then stays the reference's."""
+        if self.multi_scale_mel is not None:
+            mel = self.multi_scale_mel(generated, reference)
+        else:
+            mel = F.l1_loss(self.loss_mel(reference), self.loss_mel(generated))
+        stft = self.mrstft(generated, reference) if self.mrstft is not None else None
+        return mel, stft
 
     def _unscale_and_clip(self, optimizer: torch.optim.Optimizer, measure: bool) -> Optional[torch.Tensor]:
         clip = self.cfg.training.grad_clip
@@ -137,8 +178,8 @@ class Gan:
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
     def end_epoch(self) -> None:
-        self.scheduler_g.step()
-        self.scheduler_d.step()
+        self.scheduler_g.end_epoch()
+        self.scheduler_d.end_epoch()
 
     # ------------------------------------------------------------------------------- state
 
@@ -170,6 +211,12 @@ class Gan:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
 
+    def load_pretrained(self, state: dict[str, Any], parts: list[str]) -> None:
+        """Fine-tuning: the networks in ``parts`` from ``state``; the optimisers and schedules stay new."""
+        networks = {"generator": self.generator, **self.discriminators}
+        for name in parts:
+            networks[name].load_state_dict(state[name])
+
     def load_schedule(self, state: dict[str, Any]) -> None:
         """Schedulers and scaler from one of our checkpoints."""
         self.scheduler_g.load_state_dict(state["scheduler_g"])
@@ -180,4 +227,4 @@ class Gan:
         """A jik876 checkpoint has no scheduler state: its optimiser state already holds the
         learning rate decayed once per finished epoch, so the schedulers only learn the epoch."""
         for scheduler in (self.scheduler_g, self.scheduler_d):
-            scheduler.last_epoch = epoch
+            scheduler.continue_at(epoch)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from trainer import checkpoint as ckpt
 from trainer.allocator import keep_freed_memory
 from trainer.config import Config, dump_config
 from trainer.data import VocoderData, default_cache_root, describe
@@ -171,6 +172,13 @@ def _train(plan: StartPlan, console: bool, world: World) -> str:
         if world.is_main:
             superseded = supersede_checkpoints(run, trainer.step)
             trainer.artifacts.known_checkpoints()
+    finetuned_from = None
+    if plan.resume_from is None and cfg.training.finetune_from is not None:
+        state = ckpt.load_pretrained(Path(cfg.training.finetune_from))
+        parts = ckpt.pretrained_parts(state, list(trainer.gan.discriminators), cfg.training.finetune_discriminators)
+        trainer.gan.load_pretrained(state, parts)
+        finetuned_from = f"{cfg.training.finetune_from} ({', '.join(parts)})"
+        log.info("fine-tuning from %s", finetuned_from)
     if world.is_main:
         write_text_atomic(run.config, dump_config(cfg))
 
@@ -188,7 +196,7 @@ def _train(plan: StartPlan, console: bool, world: World) -> str:
             log.warning("run %s has no valid checkpoint yet: it starts again from step 0", run.name)
         params_g, params_d = trainer.gan.parameter_counts()
         trainer.artifacts.event(Start, 0, data=str(data_dir), train_files=len(data.train), val_files=len(data.val),
-                                params_g=params_g, params_d=params_d, **common)
+                                params_g=params_g, params_d=params_d, finetuned_from=finetuned_from, **common)
         log.info("started %s: %s", run.name, describe(data))
     log.info("run directory %s, %s on %s, %d threads", run.root, cfg.training.precision, device, torch.get_num_threads())
     try:

@@ -56,7 +56,7 @@ class Trainer:
             while not self.done():
                 for mel, audio in self.data.loader(self.epoch, self.batch_in_epoch, self.world.rank, self.world.size):
                     logs_now = (self.step + 1) % s.log_every == 0
-                    out = self.gan.step(mel, audio, measure_grads=logs_now)
+                    out = self.gan.step(mel, audio, measure_grads=logs_now, step=self.step, epoch=self.epoch)
                     out.losses = self.requests.take(out.losses)
                     if not torch.isfinite(out.losses).all():
                         self.roll_back()
@@ -121,7 +121,8 @@ class Trainer:
 
     def write_metrics(self, out) -> None:
         elapsed = time.perf_counter() - self.interval_start
-        means = dict(zip(LOSSES, (self.interval / self.interval_steps).tolist()))
+        means = {name: mean for name, mean in zip(LOSSES, (self.interval / self.interval_steps).tolist())
+                 if name in self.gan.trained_losses}
         record = Metrics(time=time.time(), step=self.step, epoch=self.epoch, **means, lr=self.gan.lr,
                          steps_per_s=self.interval_steps / elapsed if elapsed > 0 else None,
                          grad_norm_g=out.grad_norm_g.item(), grad_norm_d=out.grad_norm_d.item())

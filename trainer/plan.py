@@ -121,6 +121,7 @@ def make_plan(req: StartRequest) -> StartPlan:
         ("run directory", _resolve_run_dir),
         ("data", _check_data),
         ("resume checkpoint", _resolve_resume),
+        ("fine-tuning weights", _check_finetune),
         ("dependencies", _check_dependencies),
         ("disk", _check_disk),
         ("memory", _check_memory),
@@ -348,6 +349,37 @@ def _resolve_resume(req: StartRequest, plan: StartPlan) -> str:
     if plan.config_changes:
         return Warned(f"{detail}; the config changes what it was trained with: {'; '.join(plan.config_changes)}")
     return detail
+
+
+def _check_finetune(req: StartRequest, plan: StartPlan) -> str:
+    """``training.finetune_from``: the file or folder exists, holds weights, and they fit the config's
+    networks (names and shapes). Its path is made absolute, for the trainer and the saved config."""
+    t = plan.config.training
+    if t.finetune_from is None:
+        return "none (networks initialised from training.seed)"
+    if plan.resume_from is not None:
+        return f"not used: the run continues from its checkpoint, not from {t.finetune_from}"
+    import torch
+
+    from trainer import checkpoint as ckpt
+    from trainer.registry import build_discriminators, build_generator
+
+    path = Path(t.finetune_from).expanduser()
+    if not path.exists():
+        raise UserError(f"training.finetune_from: {path} does not exist: name one of our checkpoints, "
+                        "a jik876 g_ file, or a BigVGAN release folder")
+    state = ckpt.load_pretrained(path)
+    cfg = plan.config
+    parts = ckpt.pretrained_parts(state, cfg.discriminator.kinds, t.finetune_discriminators)
+    with torch.device("meta"):
+        networks = {"generator": build_generator(cfg), **build_discriminators(cfg)}
+    for name in parts:
+        problem = ckpt.fit_problem(networks[name].state_dict(), state[name], name)
+        if problem:
+            raise UserError(f"training.finetune_from: {path} does not fit this config: it {problem}")
+    t.finetune_from = str(path.resolve())
+    return (f"{path}: {', '.join(parts)}; fresh optimisers and schedule from learning rate "
+            f"{t.learning_rate_g:g} (G), {t.learning_rate_d:g} (D)")
 
 
 def _check_dependencies(req: StartRequest, plan: StartPlan) -> str:

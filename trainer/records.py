@@ -31,22 +31,27 @@ class Metrics(msgspec.Struct):
     time: Time
     step: described(int, "completed steps (a multiple of `log_every`)")
     epoch: described(Optional[int], "current epoch, from 0") = None
-    loss_g: described(Optional[float], "generator loss: `loss_adv + loss_fm + lambda_mel * loss_mel`", "G total") = None
-    loss_d: described(Optional[float], "discriminator loss (MSD + MPD least-squares loss)", "D total") = None
-    loss_mel: described(Optional[float], "mel L1 between real and generated audio (loss mel, `fmax_for_loss`), **not** weighted",
+    loss_g: described(Optional[float], "generator loss: `loss_adv + loss_fm + lambda_mel * loss_mel + lambda_stft * loss_stft`",
+                      "G total") = None
+    loss_d: described(Optional[float], "discriminator loss, `loss.gan`'s form summed over `discriminator.kinds`; "
+                      "0 before `training.discriminator_start_step`", "D total") = None
+    loss_mel: described(Optional[float], "the mel loss, **not** weighted: L1 between the log-mels of real and generated audio "
+                        "(loss mel, `fmax_for_loss`) with `loss.mel: single`; the sum over the scales with `multi_scale`",
                         "mel-L1") = None
-    loss_adv: described(Optional[float], "generator adversarial loss, MSD + MPD, **already multiplied by `lambda_adv`**",
-                        "adversarial") = None
-    loss_fm: described(Optional[float], "feature-matching loss, MSD + MPD, **already multiplied by `lambda_fm`**",
-                       "feature match") = None
+    loss_adv: described(Optional[float], "generator adversarial loss over `discriminator.kinds`, **already multiplied by "
+                        "`lambda_adv`**; 0 before `training.discriminator_start_step`", "adversarial") = None
+    loss_fm: described(Optional[float], "feature-matching loss over `discriminator.kinds`, **already multiplied by "
+                       "`lambda_fm`**; 0 before `training.discriminator_start_step`", "feature match") = None
+    loss_stft: described(Optional[float], "multi-resolution STFT loss (spectral convergence + log magnitude), **not** "
+                         "weighted; `null` with `loss.stft: none`", "MR-STFT") = None
     lr: described(Optional[float], "current learning rate of the generator optimizer (the discriminator's is not logged)") = None
     steps_per_s: described(Optional[float], "steps in the interval ÷ wall time of the interval; `null` if that time is 0") = None
     grad_norm_g: described(Optional[float], "total L2 gradient norm of the generator, after unscaling and before clipping") = None
     grad_norm_d: described(Optional[float], "the same for both discriminators") = None
 
 
-# The losses the training step returns, in this order, and the dashboard plots.
-LOSSES = ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm")
+# The losses the training step returns, in this order; the dashboard plots the first five.
+LOSSES = ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "loss_stft")
 
 
 class QualityMetric(msgspec.Struct, frozen=True):
@@ -133,7 +138,9 @@ class Start(Segment, tag="start"):
     train_files: described(int, "utterances in the training set")
     val_files: described(int, "utterances in the validation set")
     params_g: described(int, "generator parameter count")
-    params_d: described(int, "MPD + MSD parameter count")
+    params_d: described(int, "parameter count of all the discriminators (`discriminator.kinds`)")
+    finetuned_from: described(Optional[str], "`training.finetune_from` resolved, and which networks it gave "
+                              "(`generator` or `generator, mpd, msd`, …); `null` for a run from scratch") = None
 
 
 class Resume(Segment, tag="resume"):

@@ -22,7 +22,7 @@ from vocodertui.series import SMOOTHINGS, TREND_WINDOW
 
 WINDOWS = (None, 10_000, 1_000)  # plot windows in steps; None is the whole run
 SMOOTHING_NAMES = {"raw": "raw", "ema": "EMA", "mean": "moving mean"}
-LOSS_PLOTS = tuple((loss, title(loss)) for loss in LOSSES)
+LOSS_PLOTS = tuple((loss, title(loss)) for loss in LOSSES[:5])
 
 
 def _next(options: tuple, current):
