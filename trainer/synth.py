@@ -1,4 +1,4 @@
-"""Inference from any checkpoint (ours or jik876's), and export to the reference's generator format."""
+"""Inference from any checkpoint (ours, jik876's, or a BigVGAN release), and export to the reference's generator format."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from trainer.config import Config, config_from_dict, load_config, signature_mism
 from trainer.errors import UserError
 from trainer.mel import input_mel
 from trainer.models import Generator
-from trainer.rundir import write_text_atomic
+from trainer.rundir import plain_name, write_text_atomic
 
 
 @dataclass
@@ -33,8 +33,20 @@ def load_generator_state(checkpoint: Path, config: Optional[str]) -> GeneratorSt
     """The generator's weights, the config they belong to and the step they were saved at.
 
     Our checkpoints carry their config (``config``, if given, must describe the same model); a
-    jik876 ``g_########`` needs ``config`` or the ``config.json`` beside it.
+    jik876 ``g_########`` needs ``config`` or the ``config.json`` beside it; a BigVGAN release (its
+    folder, or the ``bigvgan_generator.pt`` in it) carries its own ``config.json``.
     """
+    if checkpoint.is_dir() or checkpoint.name == "bigvgan_generator.pt":
+        from trainer.bigvgan import load_release
+
+        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        raw, weights = load_release(folder)
+        release = config_from_dict({**raw, "name": plain_name(folder.resolve().name)}, source=f"{folder / 'config.json'}")
+        if config:
+            mismatch = signature_mismatch(release.model_signature(), load_config(config).model_signature())
+            if mismatch:
+                raise UserError(f"--config does not match {checkpoint}: {mismatch}")
+        return GeneratorState(weights, load_config(config) if config else release, None)
     state = ckpt.load_file(checkpoint)
     if ckpt.is_ours(state):
         cfg = config_from_dict(state["config"], source=f"{checkpoint} (saved config)")
@@ -153,6 +165,8 @@ def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[st
         raise UserError(f"{out} exists; remove it or choose another --out")
     loaded = load_generator_state(checkpoint, config)
     state_dict, cfg = loaded.weights, loaded.cfg
+    if cfg.generator.type != "hifigan":
+        raise UserError(f"{checkpoint} holds a {cfg.generator.type} generator: the jik876 format holds HiFi-GAN's only")
     build_generator(state_dict, cfg, checkpoint)  # refuses weights that do not fit the config
     config_path = out.parent / "config.json"
     config_text = json.dumps(jik876_config(cfg), indent=4) + "\n"

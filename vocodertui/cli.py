@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints.set_defaults(func=cmd_checkpoints)
 
     synth = sub.add_parser("synth", help="turn a mel (.npy) or an audio file into audio with a checkpoint")
-    synth.add_argument("--checkpoint", required=True, help="our ckpt_XXXXXXXX.pt or a jik876 g_XXXXXXXX")
+    synth.add_argument("--checkpoint", required=True,
+                       help="our ckpt_XXXXXXXX.pt, a jik876 g_XXXXXXXX, or a BigVGAN release folder")
     synth.add_argument("--config", help="config for a jik876 checkpoint (default: config.json beside it)")
     synth.add_argument("--input", required=True, help="IN.wav (any audio file) or IN.npy mel [n_mels, frames]")
     synth.add_argument("--out", required=True, help="output WAV file")
@@ -377,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation = sub.add_parser("eval", help="vocode a dataset with checkpoints and score them: PESQ, M-STFT, pitch, DNSMOS")
     evaluation.add_argument("--checkpoint", action="append", required=True,
-                            help="our ckpt_XXXXXXXX.pt or a jik876 g_XXXXXXXX; repeat to compare several")
+                            help="our ckpt_XXXXXXXX.pt, a jik876 g_XXXXXXXX or a BigVGAN release folder; repeat to compare several")
     evaluation.add_argument("--data", required=True, help="LJSpeech layout (metadata.csv + wavs/) or a folder of audio")
     evaluation.add_argument("--mels-dir", help="vocode an acoustic model's mels, {mels_dir}/{utterance id}.npy, instead of the audio's")
     evaluation.add_argument("--config", help="the config whose mels the data gets (default: the first checkpoint's; "
