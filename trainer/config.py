@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
+from trainer.cqt_layout import cqt_problem
 from trainer.errors import UserError
 from trainer.records import QUALITY_METRICS, RANKINGS
 from trainer.rundir import plain_name, run_name_problem
@@ -479,13 +480,15 @@ def validate(cfg: Config, source: str) -> None:
     if d.scales < 1:
         fail("discriminator.scales must be at least 1")
     if "mrd" in d.kinds:
-        _check_resolutions(d.mrd_resolutions, "discriminator.mrd_resolutions", fail)
+        _check_resolutions(d.mrd_resolutions, "discriminator.mrd_resolutions", fail, t.segment_size)
     if "cqt" in d.kinds:
         lengths = {len(d.cqt_hop_lengths), len(d.cqt_n_octaves), len(d.cqt_bins_per_octaves)}
         if len(lengths) != 1 or not d.cqt_hop_lengths:
             fail("discriminator.cqt_hop_lengths, cqt_n_octaves and cqt_bins_per_octaves must have the same, non-zero length")
-        if min(d.cqt_hop_lengths + d.cqt_n_octaves + d.cqt_bins_per_octaves) < 1:
-            fail("discriminator.cqt_hop_lengths, cqt_n_octaves and cqt_bins_per_octaves must be positive")
+        for scale in zip(d.cqt_hop_lengths, d.cqt_n_octaves, d.cqt_bins_per_octaves):
+            problem = cqt_problem(a.sampling_rate, *scale)
+            if problem:
+                fail(f"discriminator.cqt_*: the scale of hop {scale[0]}, {scale[1]} octaves, {scale[2]} bins per octave: {problem}")
         if d.cqt_filters < d.channel_divisor or d.cqt_max_filters < d.cqt_filters or not d.cqt_dilations:
             fail("discriminator.cqt_filters must be at least channel_divisor and at most cqt_max_filters, with some cqt_dilations")
 
@@ -503,7 +506,7 @@ def validate(cfg: Config, source: str) -> None:
                 fail(f"loss.mel_scales/mel_windows: {n_mels} mel bands need a window of at least {2 * n_mels - 2} "
                      f"samples, got {window}")
     if loss.stft == "multi_resolution":
-        _check_resolutions(loss.stft_resolutions, "loss.stft_resolutions", fail)
+        _check_resolutions(loss.stft_resolutions, "loss.stft_resolutions", fail, t.segment_size)
         if min(loss.stft_sc_weight, loss.stft_mag_weight) < 0:
             fail("loss.stft_sc_weight and loss.stft_mag_weight must not be negative")
 
@@ -559,7 +562,8 @@ def validate(cfg: Config, source: str) -> None:
         fail("data.val_count must be at least 1")
 
 
-def _check_resolutions(resolutions: list[list[int]], where: str, fail) -> None:
+def _check_resolutions(resolutions: list[list[int]], where: str, fail, segment_size: int) -> None:
+    """Each [n_fft, hop_size, win_size] is an STFT that a training segment can be padded and framed for."""
     if not resolutions:
         fail(f"{where} must list at least one [n_fft, hop_size, win_size]")
     for r in resolutions:
@@ -572,6 +576,9 @@ def _check_resolutions(resolutions: list[list[int]], where: str, fail) -> None:
             fail(f"{where}: {r} has a window of {win} samples, longer than its n_fft {n_fft}: make n_fft >= win_size")
         if hop > win:
             fail(f"{where}: {r} hops {hop} samples, more than its window {win}: make hop_size <= win_size")
+        if n_fft // 2 >= segment_size:
+            fail(f"{where}: {r} needs segments longer than {n_fft // 2} samples to pad them, "
+                 f"training.segment_size is {segment_size}")
 
 
 def dump_config(cfg: Config) -> str:
