@@ -4,14 +4,16 @@ libraries, the learning-rate schedules, the discriminator's late start, and fine
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import auraloss
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from trainer.checkpoint import load_file
-from trainer.config import config_from_dict, load_config
+from trainer.config import CONFIG_DIR, config_from_dict, load_config
 from trainer.errors import UserError
 from trainer.gan import Gan
 from trainer.losses import GAN_LOSSES
@@ -197,3 +199,31 @@ def test_a_changed_recipe_is_refused_on_resume_naming_the_key(quick_config, demo
     other = write_config(tmp_path / "mrd.yaml", discriminator={"kinds": ["mpd", "mrd"]})
     with pytest.raises(UserError, match=r"discriminator.kinds is \['msd', 'mpd'\] in the checkpoint but \['mpd', 'mrd'\]"):
         train(other, demo_corpus, tmp_path, resume="latest", target_step=4)
+
+
+def demo_sized(name: str, folder: Path) -> Path:
+    """The shipped config ``name`` shrunk to a few seconds of CPU: narrow networks, batch 2 of short
+    segments, every bookkeeping event within two steps, no quality scoring."""
+    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    g, a = raw["generator"], raw["audio"]
+    g["upsample_initial_channel"] = min(g["upsample_initial_channel"], 4 * 2 ** len(g["upsample_rates"]))
+    raw["discriminator"]["channel_divisor"] = 8
+    raw["training"].update(batch_size=2, segment_size=16 * a["hop_size"], num_workers=0, threads=2)
+    raw["schedule"] = {"log_every": 1, "validate_every": 2, "checkpoint_every": 2, "val_samples": 1, "quality_every": 0,
+                       "milestones": []}
+    raw["data"] = {"val_count": 1}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_shipped_recipe_trains_at_demo_size(name, demo_corpus, tmp_path):
+    run = train(demo_sized(name, tmp_path), demo_corpus, tmp_path, target_step=2)
+    metrics = read_jsonl(run.metrics)
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert all(math.isfinite(m[k]) for k in ("loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm"))
+        assert (m["loss_stft"] is not None) == (load_config(name).loss.stft != "none")
+    saved = load_file(run.checkpoints / "ckpt_00000002.pt")
+    assert set(load_config(name).discriminator.kinds) <= saved.keys()
