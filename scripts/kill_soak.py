@@ -2,7 +2,7 @@
 resume it with `--resume latest` each time, and check that it ends bit-identical to a run that was
 never interrupted and that metrics.jsonl stayed parseable.
 
-    python scripts/kill_soak.py --kills 30 [--seed 1] [--workdir DIR]
+    python scripts/kill_soak.py --kills 30 [--seed 1] [--config demo] [--workdir DIR]
 
 The test suite runs the same function with a few kills.
 """
@@ -35,8 +35,8 @@ from trainer.demo_corpus import ensure_demo_corpus  # noqa: E402
 from trainer.rundir import RunPaths, read_jsonl  # noqa: E402
 
 
-def soak_config(path: Path) -> Path:
-    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+def soak_config(path: Path, base: str = "demo") -> Path:
+    raw = yaml.safe_load((CONFIG_DIR / f"{base}.yaml").read_text())
     raw["schedule"].update({"log_every": 1, "validate_every": 5, "checkpoint_every": 3, "keep_last": 2,
                             "val_samples": 1, "milestones": []})
     path.write_text(yaml.safe_dump(raw))
@@ -83,10 +83,10 @@ def kill_at_random(proc: subprocess.Popen, run: RunPaths, rng: random.Random, du
     return "exited"
 
 
-def kill_soak(kills: int, seed: int, workdir: Path, target: int, log=print) -> dict:
+def kill_soak(kills: int, seed: int, workdir: Path, target: int, log=print, base: str = "demo") -> dict:
     rng = random.Random(seed)
     corpus = ensure_demo_corpus(workdir / "corpus")
-    config = soak_config(workdir / "soak.yaml")
+    config = soak_config(workdir / "soak.yaml", base)
     logs = workdir / "logs"
     subprocess.run(start_args(config, corpus, logs, "straight", target, False), cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -141,11 +141,12 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--target", type=int, default=None, help="steps of the run (default: 12 per kill)")
+    parser.add_argument("--config", default="demo", help="the shipped config to train (default: demo)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kill-soak-"))
     started = time.time()
-    result = kill_soak(args.kills, args.seed, workdir, args.target or 12 * args.kills)
+    result = kill_soak(args.kills, args.seed, workdir, args.target or 12 * args.kills, base=args.config)
     print(json.dumps(result))
     print(f"{result['kills']} kills ({result['during_checkpoint']} while writing a checkpoint), "
           f"{result['resumes']} resumes, generator bit-identical to the uninterrupted run: {result['identical']} "

@@ -4,13 +4,15 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from trainer.checkpoint import load_file
+from trainer.config import load_config
 from trainer.launch import StartRequest, start_training
 from trainer.rundir import RunPaths, read_jsonl
 
-from conftest import REPO
+from conftest import REPO, write_config
 
 
 def free_port() -> int:
@@ -19,7 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process(quick_config, demo_corpus, tmp_path):
+@pytest.mark.parametrize("base", ["demo", "demo_bigvgan"])
+def test_two_gloo_processes_match_one_process(base, demo_corpus, tmp_path):
+    quick_config = write_config(tmp_path / "quick.yaml", base, schedule={
+        "log_every": 2, "validate_every": 3, "checkpoint_every": 2, "keep_last": 2, "val_samples": 1, "milestones": [4]})
     start_training(StartRequest(config=str(quick_config), data=str(demo_corpus), run="single",
                                 logs_dir=str(tmp_path), target_step=4), console=False)
     proc = subprocess.run(
@@ -35,7 +40,7 @@ def test_two_gloo_processes_match_one_process(quick_config, demo_corpus, tmp_pat
     # divides by the gradient's own scale, so rounding-level gradient differences can move a weight
     # by a fraction of a learning rate (2e-4) per step: a learning rate is the tolerance over 4 steps.
     # The target is a checkpoint step, so every rank must agree that the final checkpoint exists.
-    for key in ("generator", "mpd", "msd"):
+    for key in ("generator", *load_config(str(quick_config)).discriminator.kinds):
         for name, value in single[key].items():
             torch.testing.assert_close(ddp[key][name], value, rtol=0, atol=2e-4, msg=f"{key}.{name}")
     run = RunPaths(tmp_path / "ddp")

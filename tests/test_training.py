@@ -237,9 +237,10 @@ def test_three_nan_losses_in_a_row_end_the_run_as_crashed(quick_config, demo_cor
     assert not run.pid.exists()
 
 
-def test_bf16_autocast_and_gradient_clipping_train(demo_corpus, tmp_path):
-    config = write_config(tmp_path / "bf16.yaml", training={"precision": "bf16", "grad_clip": 1.0},
-                          schedule={"log_every": 2, "val_samples": 0})
+@pytest.mark.parametrize("base", ["demo", "demo_bigvgan", "demo_bigvgan_44k", "demo_hifigan_48k_mrstft"])
+def test_bf16_autocast_and_gradient_clipping_train(base, demo_corpus, tmp_path):
+    config = write_config(tmp_path / "bf16.yaml", base, training={"precision": "bf16", "grad_clip": 1.0},
+                          schedule={"log_every": 2, "val_samples": 0, "quality_every": 0})
     run = train(config, demo_corpus, tmp_path, target_step=4)
     metrics = read_jsonl(run.metrics)
     assert [m["step"] for m in metrics] == [2, 4]
