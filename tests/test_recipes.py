@@ -227,3 +227,18 @@ def test_every_shipped_recipe_trains_at_demo_size(name, demo_corpus, tmp_path):
         assert (m["loss_stft"] is not None) == (load_config(name).loss.stft != "none")
     saved = load_file(run.checkpoints / "ckpt_00000002.pt")
     assert set(load_config(name).discriminator.kinds) <= saved.keys()
+
+
+def test_check_estimates_the_training_memory_of_each_recipe(demo_corpus, tmp_path):
+    from trainer.plan import _training_memory
+
+    cfg = load_config("demo_bigvgan")
+    state, activations = _training_memory(cfg)
+    params_g, params_d = Gan(cfg, torch.device("cpu")).parameter_counts()
+    assert state == 16 * (params_g + params_d)  # fp32 weights, gradients and AdamW's two moments
+    cfg.training.batch_size *= 2
+    assert 1.8 * activations < _training_memory(cfg)[1] < 2 * activations  # the weights saved for backward stay
+    # BigVGAN v2's whole batch of 32 × 65536 samples needs hundreds of GB in one process: a warning, not a refusal
+    plan = make_plan(StartRequest(config="bigvgan_44k_128band", data=str(demo_corpus), logs_dir=str(tmp_path)))
+    memory = next(c for c in plan.checks if c.name == "memory")
+    assert memory.ok and memory.warning and "activations for a batch of 32 × 65536 samples" in memory.detail

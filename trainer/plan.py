@@ -415,12 +415,57 @@ def _check_disk(req: StartRequest, plan: StartPlan) -> str:
     return detail
 
 
+def _training_memory(cfg: Config) -> tuple[int, int]:
+    """Bytes a training step holds, estimated without computing anything: the weights, gradients
+    and AdamW moments (16 bytes a parameter, fp32), and the activations autograd keeps for the
+    backward pass of the generator and of every discriminator on a real and a generated batch (the
+    D step's graph, the larger of the two). The networks run on fake tensors, which have shapes and
+    no storage."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from trainer.registry import build_discriminators, build_generator
+
+    t, a = cfg.training, cfg.audio
+    saved = 0
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.autograd.graph.saved_tensors_hooks(keep, lambda x: x):
+        generator, discriminators = build_generator(cfg), build_discriminators(cfg).values()
+        params = sum(p.numel() for m in (generator, *discriminators) for p in m.parameters())
+        audio = generator(torch.empty(t.batch_size, a.num_mels, t.segment_size // a.hop_size))
+        for d in discriminators:
+            d(torch.empty_like(audio), audio)
+    return 16 * params, saved
+
+
 def _check_memory(req: StartRequest, plan: StartPlan) -> str:
     vm = psutil.virtual_memory()
     detail = f"{format_bytes(vm.available)} available of {format_bytes(vm.total)}"
     if vm.available < 1 << 30:
         raise UserError(detail + ": less than 1 GB")
-    return detail
+    cfg = plan.config
+    state, activations = _training_memory(cfg)
+    needed = state + activations
+    estimate = (f"training needs about {format_bytes(needed)} ({format_bytes(state)} weights, gradients and AdamW, "
+                f"{format_bytes(activations)} activations for a batch of {cfg.training.batch_size} × "
+                f"{cfg.training.segment_size} samples in one process)")
+    if _cuda_available(cfg):
+        import torch
+
+        gpu = torch.cuda.get_device_properties(0).total_memory
+        if needed > gpu:
+            return Warned(f"{estimate}: more than the {format_bytes(gpu)} of one GPU; spread the batch over GPUs "
+                          "(--nproc-per-node) or lower training.batch_size")
+        return f"{estimate}, of {format_bytes(gpu)} on the GPU"
+    if needed > vm.available:
+        return Warned(f"{estimate}: more than the {format_bytes(vm.available)} available; lower training.batch_size "
+                      "or training.segment_size")
+    return f"{estimate}; {detail}"
 
 
 def _check_threads(req: StartRequest, plan: StartPlan) -> str:
