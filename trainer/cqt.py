@@ -21,7 +21,7 @@ from scipy.signal import firwin2, get_window
 from torch import nn
 
 from trainer.cqt_layout import CQT_FMIN, early_downsample_count, top_octave
-from trainer.models import LRELU_SLOPE, WNConv2d
+from trainer.models import LRELU_SLOPE, WNConv2d, judge
 
 LOWPASS_TAPS = 256  # nnAudio's half-band filter between octaves
 
@@ -205,13 +205,4 @@ class MultiScaleSubbandCQTDiscriminator(nn.Module):
         ])
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
-        """Scores and feature maps for real ``y`` and generated ``y_hat``, one entry per scale."""
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for d in self.discriminators:
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r)
-            fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g)
-            fmap_gs.append(fmap_g)
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        return judge(self.discriminators, y, y_hat)

@@ -277,16 +277,22 @@ class MultiPeriodDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList([DiscriminatorP(p, d.channel_divisor) for p in d.periods])
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
-        """Scores and feature maps for real ``y`` and generated ``y_hat``, one entry per sub-discriminator."""
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for d in self.discriminators:
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r)
-            fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g)
-            fmap_gs.append(fmap_g)
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        return judge(self.discriminators, y, y_hat)
+
+
+def judge(sub_discriminators: nn.ModuleList, y: torch.Tensor, y_hat: torch.Tensor):
+    """Scores and feature maps of real ``y`` and generated ``y_hat`` from each sub-discriminator, as
+    (real scores, generated scores, real feature maps, generated feature maps): what every
+    discriminator kind returns, and what the losses take."""
+    y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
+    for d in sub_discriminators:
+        y_d_r, fmap_r = d(y)
+        y_d_g, fmap_g = d(y_hat)
+        y_d_rs.append(y_d_r)
+        fmap_rs.append(fmap_r)
+        y_d_gs.append(y_d_g)
+        fmap_gs.append(fmap_g)
+    return y_d_rs, y_d_gs, fmap_rs, fmap_gs
 
 
 class MultiScaleDiscriminator(nn.Module):

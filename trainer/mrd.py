@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.models import LRELU_SLOPE, WNConv2d
+from trainer.models import LRELU_SLOPE, WNConv2d, judge
 
 class DiscriminatorR(nn.Module):
     """Looks at one resolution's linear magnitude spectrogram as a [frames, n_fft/2 + 1] image;
@@ -67,13 +67,4 @@ class MultiResolutionDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList([DiscriminatorR(r, channel_divisor) for r in resolutions])
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
-        """Scores and feature maps for real ``y`` and generated ``y_hat``, one entry per resolution."""
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for d in self.discriminators:
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r)
-            fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g)
-            fmap_gs.append(fmap_g)
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        return judge(self.discriminators, y, y_hat)
