@@ -40,7 +40,6 @@ import importlib
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.machine import cpu_name  # noqa: E402
+from bench.workers import Worker, noise_audio  # noqa: E402
 from trainer.config import load_config
 from trainer.records import LOSSES
 
@@ -147,36 +147,12 @@ class Reference:
         return loss_gen_all.item(), loss_disc_all.item()
 
 
-def noise_audio(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, samples, generator=g) * 2 - 1) * 0.5
-
-
 # --------------------------------------------------------------------------------------- worker
 
 
-class Worker:
-    """One side ("ref" or "ours") in its own process, answering one JSON command per line."""
-
-    def __init__(self, kind: str, args, **options):
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--reference", str(args.reference)]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if options:
-            self.call("setup", **options)
-
-    def call(self, cmd: str, **fields):
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker exited (code {self.proc.wait()}) on {cmd}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
+def worker(kind: str, args, **options) -> Worker:
+    extra = ["--reference", str(args.reference)] + (["--threads", str(args.threads)] if args.threads else [])
+    return Worker(Path(__file__).resolve(), kind, extra, **options)
 
 
 def worker_main(kind: str, reference: Path, threads: int | None) -> None:
@@ -336,7 +312,7 @@ def seconds_of(answers: list[dict]) -> list[float]:
 
 def compare_training(name: str, args, scratch: Path) -> list[dict]:
     options = {"task": "train", "config": name, "batch": args.batch, "segment": args.segment}
-    ref, ours = Worker("ref", args, **options), Worker("ours", args, **options)
+    ref, ours = worker("ref", args, **options), worker("ours", args, **options)
     try:
         (ref_first,), (our_first,) = alternate(ref, ours, "step", 1)
         ref.call("save", path=str(scratch / "ref.pt"))
@@ -363,7 +339,7 @@ def compare_training(name: str, args, scratch: Path) -> list[dict]:
 
 def compare_bf16(name: str, args, scratch: Path) -> list[dict]:
     options = {"task": "train", "config": name, "batch": args.batch, "segment": args.segment}
-    fp32, bf16 = Worker("ours", args, **options, precision="fp32"), Worker("ours", args, **options, precision="bf16")
+    fp32, bf16 = worker("ours", args, **options, precision="fp32"), worker("ours", args, **options, precision="bf16")
     try:
         (first32,), (first16,) = alternate(fp32, bf16, "step", 1)
         fp32.call("save", path=str(scratch / "fp32.pt"))
@@ -387,8 +363,8 @@ def compare_bf16(name: str, args, scratch: Path) -> list[dict]:
 
 
 def compare_inference(name: str, args, scratch: Path, precision: str = "fp32") -> list[dict]:
-    ref = Worker("ref", args, task="infer", config=name)
-    ours = Worker("ours", args, task="infer", config=name, precision=precision)
+    ref = worker("ref", args, task="infer", config=name)
+    ours = worker("ours", args, task="infer", config=name, precision=precision)
     rows = []
     try:
         for seconds in args.seconds:
@@ -430,7 +406,7 @@ def compare_data(args, scratch: Path) -> list[dict]:
     h = json.loads((args.reference / "config_v1.json").read_text())
     wav_dir = prepare_wavs(args.data, h["sampling_rate"], scratch / "wavs")
     options = {"task": "data", "config": "v1", "batch": args.batch, "segment": args.segment, "wav_dir": str(wav_dir)}
-    ref, ours = Worker("ref", args, **options), Worker("ours", args, **options)
+    ref, ours = worker("ref", args, **options), worker("ours", args, **options)
     try:
         alternate(ref, ours, "epoch", 1)
         ref_epochs, our_epochs = alternate(ref, ours, "epoch", args.steps)
