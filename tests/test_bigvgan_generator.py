@@ -19,8 +19,11 @@ from bigvgan.alias_free_activation.torch import resample as ref_resample  # noqa
 from bigvgan.env import AttrDict  # noqa: E402
 
 from trainer.alias_free import Activation1d, DownSample1d, UpSample1d, kaiser_sinc_filter1d  # noqa: E402
-from trainer.bigvgan import BigVGAN, Snake, SnakeBeta, load_release  # noqa: E402
-from trainer.config import AudioConfig, GeneratorConfig, config_from_dict  # noqa: E402
+from trainer.bigvgan import RELEASE_AUDIO_KEYS, RELEASE_GENERATOR_KEYS, BigVGAN, Snake, SnakeBeta, load_release  # noqa: E402
+from trainer.config import AudioConfig, GeneratorConfig, config_from_dict, load_config  # noqa: E402
+from trainer.plan import StartRequest, make_plan  # noqa: E402
+
+from conftest import write_config  # noqa: E402
 from trainer.synth import export, synthesize  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.mel import input_mel  # noqa: E402
@@ -297,3 +300,20 @@ def test_malformed_releases_give_one_line(release, tmp_path):
     config_path.unlink()
     assert "lacks config.json" in one_line_error(release)
     assert "not a folder" in one_line_error(tmp_path / "nowhere")
+
+
+def test_a_release_folder_seeds_a_fine_tuning_run_of_a_config_that_fits_it(tmp_path, demo_corpus):
+    cfg = load_config("demo_bigvgan")
+    hparams = {**{k: getattr(cfg.audio, k) for k in RELEASE_AUDIO_KEYS},
+               **{k: getattr(cfg.generator, k) for k in (*RELEASE_GENERATOR_KEYS, "use_tanh_at_final", "use_bias_at_final")}}
+    save_like_the_package(reference_model(hparams, seed=5), tmp_path / "release")
+    config = write_config(tmp_path / "tune.yaml", "demo_bigvgan", training={"finetune_from": str(tmp_path / "release")})
+    plan = make_plan(StartRequest(config=str(config), data=str(demo_corpus), run="tune", logs_dir=str(tmp_path / "logs")))
+    check = next(c for c in plan.checks if c.name == "fine-tuning weights")
+    assert check.ok and check.detail.endswith("release: generator; fresh optimisers and schedule from learning rate "
+                                              "0.0001 (G), 0.0001 (D)")
+    wider = write_config(tmp_path / "wider.yaml", "demo_bigvgan", generator={"upsample_initial_channel": 64},
+                         training={"finetune_from": str(tmp_path / "release")})
+    plan = make_plan(StartRequest(config=str(wider), data=str(demo_corpus), run="wider", logs_dir=str(tmp_path / "logs")))
+    check = next(c for c in plan.checks if c.name == "fine-tuning weights")
+    assert not check.ok and "does not fit this config: it has generator.conv_pre.bias of shape [32], where this config has [64]" in check.detail

@@ -214,7 +214,11 @@ def poison_steps(monkeypatch, bad_calls: set[int]):
     monkeypatch.setattr(Gan, "step", step)
 
 
-def test_nan_loss_rolls_back_and_skips_the_batch(quick_config, demo_corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("base", ["demo", "demo_bigvgan"])
+def test_nan_loss_rolls_back_and_skips_the_batch(base, demo_corpus, tmp_path, monkeypatch):
+    quick_config = write_config(tmp_path / "quick.yaml", base, schedule={
+        "log_every": 2, "validate_every": 3, "checkpoint_every": 2, "keep_last": 2, "val_samples": 1, "milestones": [4],
+        "quality_every": 0})
     poison_steps(monkeypatch, {4})
     run = train(quick_config, demo_corpus, tmp_path, target_step=6)
     rollback = [e for e in read_jsonl(run.events) if e["event"] == "nan_rollback"]
