@@ -19,10 +19,10 @@ from trainer.audio import load_audio, write_wav
 from trainer.config import Config, load_config, signature_mismatch
 from trainer.data import Utterance, discover, load_finetune_mel
 from trainer.errors import UserError
+from trainer.inference import Vocoder, load_generator_state
 from trainer.mel import input_mel
 from trainer.quality import Scorer, Scores, summarize
 from trainer.records import QUALITY_METRICS, Summary, UnscoredFile
-from trainer.synth import build_generator, load_generator_state, vocode
 
 GROUND_TRUTH = "ground truth"
 
@@ -32,7 +32,7 @@ class Candidate:
     path: Path
     step: Optional[int]
     label: str  # the folder name of its WAVs under --out
-    generator: torch.nn.Module
+    vocoder: Vocoder
     scored: list[tuple[str, Scores]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -87,8 +87,7 @@ def load_candidates(paths: list[Path], config: Optional[str]) -> tuple[list[Cand
     labels = [p.stem for p in paths]
     if len(set(labels)) < len(labels):
         labels = [f"{i + 1}-{label}" for i, label in enumerate(labels)]
-    return [Candidate(p, s.step, label, build_generator(s.weights, s.cfg, p))
-            for p, s, label in zip(paths, loaded, labels)], cfg
+    return [Candidate(p, s.step, label, Vocoder.from_state(s, p)) for p, s, label in zip(paths, loaded, labels)], cfg
 
 
 def reference_and_mel(utt: Utterance, cfg: Config, mels_dir: Optional[Path]) -> tuple[np.ndarray, torch.Tensor]:
@@ -143,8 +142,7 @@ def evaluate(checkpoints: list[Path], data_dir: Path, mels_dir: Optional[Path] =
             truth_seconds += time.perf_counter() - began
         for candidate in candidates:
             began = time.perf_counter()
-            with torch.inference_mode():
-                generated = vocode(candidate.generator, mel)[0, 0].numpy()
+            generated = candidate.vocoder(mel)[0]
             if out is not None:
                 write_wav(out / candidate.label / f"{utt.id}.wav", generated, cfg.audio.sampling_rate)
             candidate.scored.append((utt.id, scorer.score(reference, generated, key=utt.id)))

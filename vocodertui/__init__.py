@@ -1,0 +1,26 @@
+"""vocodertui: train HiFi-GAN and BigVGAN vocoders, watch them train, and vocode with them.
+
+``from vocodertui import Vocoder`` gives the inference API (``trainer.inference.Vocoder``)::
+
+    v = Vocoder.from_checkpoint("ckpt_00100000.pt")
+    audio = v(mel)  # mel [num_mels, frames] -> float32 waveform [frames * v.hop_size] at v.sampling_rate
+
+It is imported on first use, so importing ``vocodertui`` (the dashboard, ``status``) never loads torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.inference import Vocoder
+
+__all__ = ["Vocoder"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Vocoder":
+        from trainer.inference import Vocoder
+
+        return Vocoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
