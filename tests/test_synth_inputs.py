@@ -254,3 +254,116 @@ def test_any_saved_array_is_a_usable_mel_or_one_line(tmp_path, array):
     else:
         assert mel.dtype == np.float32 and mel.ndim == 2 and mel.shape[0] == NUM_MELS and mel.shape[1] >= 1
         assert np.isfinite(mel).all()
+
+
+# --- batch synthesis: a bad file fails alone, a bad command before anything is written ------------
+
+def good_and_bad_folder(folder: Path, wav: Path) -> None:
+    folder.mkdir()
+    (folder / "good.wav").write_bytes(wav.read_bytes())
+    np.save(folder / "half.npy", np.full((80, 20), -4, np.float16))  # float16: fine, converted
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    np.save(folder / "bins.npy", np.zeros((64, 20), np.float32))
+    np.save(folder / "flat.npy", np.zeros(80, np.float32))
+    np.save(folder / "transposed.npy", np.zeros((20, 80), np.float32))
+    np.save(folder / "nan.npy", np.full((80, 20), np.nan, np.float32))
+    write_tiny_wav(folder / "tiny.wav")
+
+
+def test_a_folder_with_bad_files_writes_the_good_ones_and_lists_the_rest(trained, wav, tmp_path, capsys):
+    good_and_bad_folder(tmp_path / "in", wav)
+    code = main(["synth", "--checkpoint", str(trained), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.wav", "half.wav"]  # no half-written file
+    assert out.startswith("wrote 2 files (")
+    listed = err[err.index("vocodertui: 6 files failed (the others were written):\n"):].splitlines()[1:]
+    expected = {"bins.npy": r"shape \(64, 20\)\) has the wrong shape; expected a mel of shape \[80, frames\]",
+                "flat.npy": r"shape \(80,\)\) has the wrong shape",
+                "transposed.npy": r"wrong shape \(transposed\? save mel\.T\)",
+                "nan.npy": r"contains NaN or infinite values",
+                "corrupt.wav": r"cannot read audio file .*corrupt\.wav: ",
+                "tiny.wav": rf"tiny\.wav is too short: 100 samples, need at least {DEMO_AUDIO.n_fft}"}
+    assert len(listed) == len(expected)
+    for name, reason in expected.items():  # each line: the file, then why
+        line = next(line for line in listed if line.startswith(f"  {tmp_path / 'in' / name}"))
+        assert re.search(reason, line), line
+
+
+def test_a_file_that_cannot_be_written_fails_alone(trained, wav, tmp_path, capsys):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "a.wav").write_bytes(wav.read_bytes())
+    (tmp_path / "in" / "sub" / "b.wav").write_bytes(wav.read_bytes())
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_bytes(PREVIOUS)  # a file where the output folder sub/ would go
+    code = main(["synth", "--checkpoint", str(trained), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "vocodertui: 1 file failed (the others were written):\n" in err
+    assert re.search(rf"  {re.escape(str(tmp_path / 'in' / 'sub' / 'b.wav'))}: cannot create folder .*sub: ", err)
+    assert (tmp_path / "out" / "a.wav").is_file() and (tmp_path / "out" / "sub").read_bytes() == PREVIOUS
+
+
+def in_folder(t: Path, w: Path) -> Path:
+    return w.parent
+
+
+# Each gives (inputs, --out) from (tmp folder, a wav in it); the checkpoint does not exist: a bad
+# command is refused before the model loads, and nothing is written.
+BAD_BATCHES = {
+    "out is a file": (lambda t, w: ([in_folder(t, w)], w), r"--out .*in\.wav is a file: with a folder"),
+    "out named like a file": (lambda t, w: ([in_folder(t, w)], t / "o.wav"),
+                              r"--input .* is a folder, so --out names a folder for the outputs, not a file like .*o\.wav"),
+    "several inputs, out named like a file": (lambda t, w: ([w, mel(t)], t / "o.flac"), r"2 inputs are given, so --out names a folder"),
+    "a missing input": (lambda t, w: ([w, t / "gone.npy"], t / "out"), r"input not found: .*gone\.npy"),
+    "two inputs, one output": (lambda t, w: ([w, mel(t, "in.npy")], t / "out"),
+                               r"in\.wav and .*in\.npy would both be written to .*in\.wav: synthesise one of them into another --out"),
+    "outputs would replace the inputs": (lambda t, w: ([in_folder(t, w)], t),
+                                         r"the output of .*in\.wav would replace the input .*in\.wav: choose an --out outside"),
+    "an empty folder": (lambda t, w: ([empty(t)], t / "out"), r"no \.npy mel or audio file \(\.wav, \.flac, \.ogg, \.mp3\) in .*empty"),
+    "out under a file": (lambda t, w: ([w, mel(t)], w / "out"), r"in\.wav is a file, not a folder"),
+}
+
+
+def mel(tmp: Path, name: str = "m.npy") -> Path:
+    np.save(tmp / name, np.zeros((80, 5), np.float32))
+    return tmp / name
+
+
+def empty(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+@pytest.mark.parametrize("make,problem", BAD_BATCHES.values(), ids=BAD_BATCHES.keys())
+def test_a_bad_batch_command_is_one_line_and_writes_nothing(wav, tmp_path, capsys, make, problem):
+    copy = tmp_path / "in.wav"
+    copy.write_bytes(wav.read_bytes())
+    inputs, out = make(tmp_path, copy)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code = main(["synth", "--checkpoint", str(tmp_path / MISSING), "--input", *map(str, inputs), "--out", str(out)])
+    assert_one_line_error(code, capsys.readouterr().err, problem)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(wav, tmp_path, capsys, monkeypatch):
+    def denied(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("trainer.synth.tempfile.TemporaryFile", denied)  # as a read-only folder does, also for root
+    code = main(["synth", "--checkpoint", str(tmp_path / MISSING), "--input", str(wav.parent), "--out", str(tmp_path / "out")])
+    assert_one_line_error(code, capsys.readouterr().err,
+                          rf"cannot write --out .*out: Permission denied in {re.escape(str(tmp_path))}; choose another folder")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_permissions
+def test_a_readonly_output_folder_is_one_line(wav, tmp_path, capsys):
+    out = make_readonly_folder(tmp_path) / "out"
+    code = main(["synth", "--checkpoint", str(tmp_path / MISSING), "--input", str(wav.parent), "--out", str(out)])
+    assert_one_line_error(code, capsys.readouterr().err, r"cannot write --out .*: Permission denied")
+
+
+def test_batch_seconds_must_be_positive(wav, tmp_path, capsys):
+    code = main(["synth", "--checkpoint", "c.pt", "--input", str(wav.parent), "--out", str(tmp_path), "--batch-seconds", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--batch-seconds: must be above 0, got 0" in err

@@ -226,10 +226,61 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from trainer.synth import synthesize
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    seconds = synthesize(Path(args.checkpoint), Path(args.input), Path(args.out), args.config, args.precision)
-    print(f"wrote {args.out} ({seconds:.2f} s of audio)")
+    from trainer.synth import synthesize, synthesize_many
+
+    inputs = [Path(p) for p in args.input]
+    live = sys.stderr.isatty()  # a progress bar on a terminal, plain lines in a log or pipe
+    progress = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not live)
+
+    def say(line: str) -> None:
+        if live:
+            progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def chose(choice) -> None:
+        say(f"vocodertui: {choice.line()}")
+
+    if len(inputs) == 1 and not inputs[0].is_dir():  # one file: --out is that file, replaced if it exists
+        seconds = synthesize(Path(args.checkpoint), inputs[0], Path(args.out), args.config, args.precision, chose)
+        print(f"wrote {args.out} ({seconds:.2f} s of audio)")
+        return 0
+
+    task = progress.add_task("synth", total=None, speed="", visible=False)
+
+    def started(total: int, skipped: int) -> None:
+        if skipped:
+            say(f"vocodertui: {skipped} outputs exist and are skipped (--overwrite replaces them)")
+        say(f"vocodertui: synth {total} files into {args.out}/")
+        progress.update(task, total=total, visible=True)
+
+    def advance(p) -> None:
+        speed = f"{p.files_per_second:.1f} files/s, {p.real_time_factor:.1f}x real time"
+        progress.update(task, completed=p.done, speed=speed)
+        if not live:
+            failed = f", {p.failed} failed" if p.failed else ""
+            say(f"synth {p.done}/{p.total} files{failed}: {speed}")
+
+    with progress:
+        report = synthesize_many(Path(args.checkpoint), inputs, Path(args.out), args.config, args.precision,
+                                 args.batch_seconds, args.overwrite, started, advance, chose)
+    skipped = f"; {len(report.skipped)} existed and were skipped" if report.skipped else ""
+    if report.written or not report.skipped:
+        files = f"{len(report.written)} file{'' if len(report.written) == 1 else 's'}"
+        print(f"wrote {files} ({report.audio_seconds:.1f} s of audio) to {args.out}/ in "
+              f"{report.wall_seconds:.1f} s: {len(report.written) / max(report.wall_seconds, 1e-9):.1f} files/s, "
+              f"{report.real_time_factor:.1f}x real time, {report.precision}{skipped}")
+    else:
+        print(f"nothing to do: all {len(report.skipped)} outputs exist in {args.out}/ (--overwrite replaces them)")
+    if report.failed:
+        print(f"vocodertui: {len(report.failed)} file{'s' if len(report.failed) > 1 else ''} failed "
+              f"(the others were written):", file=sys.stderr)
+        for source, reason in report.failed:
+            print(f"  {reason if reason.startswith(str(source)) else f'{source}: {reason}'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -365,15 +416,33 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints.add_argument("--json", action="store_true")
     checkpoints.set_defaults(func=cmd_checkpoints)
 
-    synth = sub.add_parser("synth", help="turn a mel (.npy) or an audio file into audio with a checkpoint")
+    def positive_seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    synth = sub.add_parser("synth", help="turn mels (.npy) or audio files into audio with a checkpoint, one file or folders of them")
     synth.add_argument("--checkpoint", required=True,
                        help="our ckpt_XXXXXXXX.pt, a jik876 g_XXXXXXXX, or a BigVGAN release folder")
     synth.add_argument("--config", help="config for a jik876 checkpoint (default: config.json beside it)")
-    synth.add_argument("--input", required=True, help="IN.wav (any audio file) or IN.npy mel [n_mels, frames]")
-    synth.add_argument("--out", required=True, help="output WAV file")
+    synth.add_argument("--input", required=True, nargs="+", action="extend", metavar="IN",
+                       help="IN.wav (any audio file), IN.npy mel [n_mels, frames], or a folder of them (searched "
+                            "recursively); several may follow --input")
+    synth.add_argument("--out", required=True,
+                       help="one input file: the output file (its extension picks the format); a folder or several "
+                            "inputs: the output folder, where each input's path (relative to its folder) becomes a .wav")
+    synth.add_argument("--batch-seconds", type=positive_seconds, default=30.0, metavar="S",
+                       help="vocode files of similar length together, padded, up to S seconds of audio a batch "
+                            "(default 30; a longer file runs alone)")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace outputs that exist (default: skip them; one input file always replaces its --out)")
     synth.add_argument("--precision", default="fp32",
-                       help="fp32 (default) or bf16: about 2x faster on CPUs with avx512_bf16 or AMX, "
-                            "~45-50 dB SNR against fp32")
+                       help="fp32 (default); bf16: about 2x faster on CPUs with avx512_bf16 or AMX, ~45-50 dB SNR "
+                            "against fp32; auto: time both on the first batch and keep the faster")
     synth.set_defaults(func=cmd_synth)
 
     evaluation = sub.add_parser("eval", help="vocode a dataset with checkpoints and score them: PESQ, M-STFT, pitch, DNSMOS")
