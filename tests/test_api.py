@@ -178,3 +178,14 @@ def test_eval_vocodes_through_the_vocoder(trained):
     with torch.inference_mode():
         expected = generator(mel[None])[0, 0].numpy()
     np.testing.assert_array_equal(candidates[0].vocoder(mel), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_on_cuda_fp32_is_fp32_alone_in_a_batch_and_against_the_cpu(trained):
+    cpu, gpu = Vocoder.from_checkpoint(trained), Vocoder.from_checkpoint(trained, device="cuda")
+    mels = random_mels(80)
+    for mel, batched in zip(mels, gpu(mels)):
+        alone = gpu(mel)
+        np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)  # with TF32 convolutions: ~2e-5 to 2e-4
+        np.testing.assert_allclose(alone, cpu(mel), rtol=0, atol=1e-5)
+    assert torch.backends.cudnn.allow_tf32  # torch's default, left as it was

@@ -194,6 +194,19 @@ def _tails_neutralised(generator: nn.Module, frames: Sequence[int]) -> Iterator[
             handle.remove()
 
 
+@contextmanager
+def _true_fp32(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions in fp32, not TF32 (torch's default on CUDA, ~1e-4 off and not the same in a batch
+    as alone); nothing to change on a CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=False):
+        yield
+
+
 class Vocoder:
     """A generator ready to vocode: mel spectrograms in, float32 waveforms in [-1, 1] out.
 
@@ -220,6 +233,9 @@ class Vocoder:
         self.precision = check_precision(precision)
         self.device = torch.device(device)
         self.generator = generator.to(self.device)
+        for module in self.generator.modules():  # weights folded by fold_weight_norm are attributes: .to() skips them
+            if getattr(module, "folded_weight", None) is not None:
+                module.folded_weight = module.folded_weight.to(self.device)
         self.config = config
         self.step = step
         self.source = source
@@ -235,7 +251,8 @@ class Vocoder:
         ``config`` (a YAML file, a jik876 ``config.json`` or a name from ``config/``) must describe the
         checkpoint's model. ``precision``: ``fp32`` (default), ``bf16`` (bf16 autocast: faster on CPUs
         with avx512_bf16 or AMX and on GPUs, ~45–50 dB SNR against fp32) or ``auto`` (time both on the
-        first call and keep the faster). ``device``: ``cpu``, ``cuda``, ``cuda:1``…
+        first call and keep the faster). ``device``: ``cpu``, ``cuda``, ``cuda:1``… (on CUDA, fp32 runs
+        cuDNN without TF32, so that it is fp32: within 1e-7 of the CPU and of itself in a batch).
         Raises ``UserError`` (one line) for a checkpoint that is missing, corrupt or does not fit.
         """
         check_precision(precision)
@@ -305,14 +322,17 @@ class Vocoder:
         return self._run(self._mel_of(wav, sr)[None])[0]
 
     def choose_precision(self, mels: Union[MelLike, Sequence[MelLike]]) -> PrecisionChoice:
-        """Time fp32 and bf16 on (at most ``AUTO_TIMING_SECONDS`` of) ``mels``, keep the faster as
-        ``precision`` and return the timings; what ``precision="auto"`` does on the first call."""
+        """Time fp32 and bf16 on ``mels`` (on a CPU at most ``AUTO_TIMING_SECONDS`` of them), keep the
+        faster as ``precision`` and return the timings; what ``precision="auto"`` does on the first call."""
         if isinstance(mels, (list, tuple)):
             tensors = [self._checked(m, "mel", batched=False) for m in mels]
         else:
             tensor = self._checked(mels, "mel", batched=True)
             tensors = list(tensor) if tensor.dim() == 3 else [tensor]
-        budget = max(1, int(AUTO_TIMING_SECONDS * self.sampling_rate / self.hop_size))
+        # on a CPU at most AUTO_TIMING_SECONDS of it (each run costs about what it times); a GPU runs it whole,
+        # since a short slice would time its kernel launches rather than its arithmetic
+        seconds = AUTO_TIMING_SECONDS if self.device.type == "cpu" else math.inf
+        budget = max(1, int(min(seconds * self.sampling_rate / self.hop_size, 2**62)))
         tensors = tensors[: max(1, budget // max(1, tensors[0].shape[-1]))]
         frames = min(max(t.shape[-1] for t in tensors), max(1, budget // len(tensors)))
         batch = torch.stack([torch.nn.functional.pad(t[:, :frames], (0, frames - t[:, :frames].shape[-1]))
@@ -332,14 +352,15 @@ class Vocoder:
 
     def _timed(self, batch: torch.Tensor, precision: str) -> float:
         began = time.perf_counter()
-        vocode(self.generator, batch, precision).cpu()  # .cpu() waits for a GPU to finish
+        with _true_fp32(self.device):
+            vocode(self.generator, batch, precision).cpu()  # .cpu() waits for a GPU to finish
         return time.perf_counter() - began
 
     def _run(self, batch: torch.Tensor, frames: Optional[Sequence[int]] = None) -> np.ndarray:
         """[B, T · hop] float32 from a checked batch [B, num_mels, T]; ``frames``: each item's own length."""
         if self.precision == "auto":
             self.choose_precision(batch)
-        with torch.inference_mode():
+        with torch.inference_mode(), _true_fp32(self.device):
             batch = batch.to(self.device)
             if frames is None:
                 return vocode(self.generator, batch, self.precision)[:, 0].cpu().numpy()
