@@ -11,7 +11,7 @@ import torch
 from trainer import registry
 from trainer.config import load_config
 from trainer.errors import UserError
-from trainer.inference import BadInput, Vocoder, build_generator, load_generator_state
+from trainer.inference import BadInput, Vocoder, bucketed, build_generator, load_generator_state
 from trainer.synth import synthesize
 from vocodertui import Vocoder as PublicVocoder
 
@@ -87,10 +87,24 @@ def test_every_generator_kind_batches_exactly(config):
     reaches into the padding): the tails are neutralised before every padded layer, for each kind."""
     cfg = load_config(config)
     torch.manual_seed(0)
-    vocoder = Vocoder(registry.build_generator(cfg).eval().fold_weight_norm(), cfg)
-    mels = random_mels(cfg.audio.num_mels, (1, 4, 19))
-    for mel, b in zip(mels, vocoder(mels)):
-        np.testing.assert_allclose(b, vocoder(mel), rtol=0, atol=1e-5)
+    generator = registry.build_generator(cfg).eval().fold_weight_norm()
+    vocoder = Vocoder(generator, cfg)
+    runs = []
+    generator.register_forward_hook(lambda *_: runs.append(1))
+    mels = random_mels(cfg.audio.num_mels, (1, 4, 17, 19))  # the batch runs at bucketed(19) = 20 frames
+    batched = vocoder(mels)
+    assert len(runs) == 1  # one batch, not the one-at-a-time fallback
+    for mel, b in zip(mels, batched):
+        with torch.inference_mode():
+            alone = generator(torch.from_numpy(mel)[None])[0, 0].numpy()  # unpadded, as it is
+        np.testing.assert_allclose(b, alone, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(vocoder(mel), alone, rtol=0, atol=1e-5)  # padded to its bucket alone
+
+
+def test_cpu_batches_are_padded_to_a_few_lengths():
+    assert [bucketed(n) for n in (1, 15, 16, 17, 19, 100, 400, 401, 1000)] == [1, 15, 16, 18, 20, 104, 416, 416, 1024]
+    assert all(n <= bucketed(n) <= n * 9 / 8 for n in range(1, 5000))
+    assert len({bucketed(n) for n in range(100, 1000)}) == 28  # 900 lengths, 28 shapes
 
 
 def test_a_batch_array_and_torch_input(vocoder):
@@ -157,9 +171,28 @@ def test_auto_precision_times_both_and_keeps_the_faster(trained):
     audio = v(random_mels(80, (10,))[0])
     choice = v.precision_choice
     assert v.precision == choice.precision in ("fp32", "bf16") and audio.shape == (10 * 256,)
-    assert choice.fp32_s > 0 and choice.bf16_s > 0
-    assert choice.precision == ("bf16" if choice.bf16_s < choice.fp32_s else "fp32")
-    assert "precision auto: " in choice.line() and "fp32 " in choice.line() and "bf16 " in choice.line()
+    assert min(choice.run_s.values()) > 0 and choice.shapes == 0
+    assert choice.precision == min(choice.predicted_s, key=choice.predicted_s.get)
+    assert choice.line().startswith(f"precision auto: {choice.precision} (predicted for ")
+
+
+@pytest.mark.parametrize("shapes,chosen", [((), "bf16"), ([100] * 20, "fp32")])
+def test_auto_prices_each_new_shape(vocoder, monkeypatch, shapes, chosen):
+    """bf16 twice as fast a run, but its first run on a shape 20 times slower (as on a CPU's oneDNN):
+    right once the shapes have been seen, wrong for a job of twenty new ones."""
+    seen = set()
+
+    def timed(self, batch, precision):
+        cold = (precision, tuple(batch.shape)) not in seen
+        seen.add((precision, tuple(batch.shape)))
+        run = 0.1 if precision == "fp32" else 0.05
+        return run + (0.1 if precision == "fp32" else 1.0) * cold
+
+    monkeypatch.setattr(Vocoder, "_timed", timed)
+    v = Vocoder(vocoder.generator, vocoder.config)
+    choice = v.choose_precision(np.zeros((80, 100), np.float32), shapes, audio_seconds=100.0 if shapes else None)
+    assert choice.precision == v.precision == chosen
+    assert choice.run_s == {"fp32": 0.1, "bf16": 0.05} and choice.shape_s == pytest.approx({"fp32": 0.1, "bf16": 1.0})
 
 
 def test_from_checkpoint_refuses_an_unknown_precision_before_loading(tmp_path):
@@ -177,7 +210,7 @@ def test_eval_vocodes_through_the_vocoder(trained):
     mel = torch.from_numpy(random_mels(80, (30,))[0])
     with torch.inference_mode():
         expected = generator(mel[None])[0, 0].numpy()
-    np.testing.assert_array_equal(candidates[0].vocoder(mel), expected)
+    np.testing.assert_allclose(candidates[0].vocoder(mel), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -134,16 +134,40 @@ def check_precision(precision: str, choices: Sequence[str] = PRECISION_CHOICES) 
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """What ``precision="auto"`` picked, and the best of its timed runs of each precision (seconds)."""
+    """What ``precision="auto"`` measured and picked (times in seconds).
+
+    ``run_s``: the best of ``AUTO_TIMING_RUNS`` runs on ``audio_s`` seconds of audio, per precision;
+    ``shape_s``: what the first run on that shape cost on top (on a CPU, oneDNN preparing its kernels,
+    which grows with the length); ``predicted_s``: both, for the job it was asked about (``shapes``
+    batch shapes, ``job_audio_s`` seconds of padded audio). ``precision``: the one predicted to finish first.
+    """
 
     precision: str
-    fp32_s: float
-    bf16_s: float
-    audio_s: float  # the audio each timed run produced
+    run_s: dict[str, float]
+    shape_s: dict[str, float]
+    predicted_s: dict[str, float]
+    audio_s: float
+    shapes: int
+    job_audio_s: float
 
     def line(self) -> str:
-        return (f"precision auto: {self.precision} (best of {AUTO_TIMING_RUNS} on {self.audio_s:.1f} s of the first "
-                f"batch: fp32 {self.fp32_s:.3f} s, bf16 {self.bf16_s:.3f} s; bf16 {self.fp32_s / self.bf16_s:.2f}x)")
+        def each(times: dict[str, float], digits: int, sign: str = "") -> str:
+            return ", ".join(f"{p} {sign}{times[p]:.{digits}f} s" for p in INFERENCE_PRECISIONS)
+
+        shapes = f" in {self.shapes} batch shape{'s' if self.shapes != 1 else ''}" if self.shapes else ""
+        return (f"precision auto: {self.precision} (predicted for {self.job_audio_s:.0f} s of audio{shapes}: "
+                f"{each(self.predicted_s, 1)}; timed on {self.audio_s:.1f} s: {each(self.run_s, 3)}, "
+                f"its first run {each(self.shape_s, 2, '+')})")
+
+
+BUCKET_BITS = 4  # a CPU batch's length is padded up to a number with at most this many significant bits
+
+
+def bucketed(frames: int) -> int:
+    """``frames`` rounded up to at most ``BUCKET_BITS`` significant bits (at most 1/8 more for 4 bits):
+    ..., 16, 18, 20, ..., 30, 32, 36, 40, ... 480, 512, 576, 640, ..."""
+    drop = max(0, frames.bit_length() - BUCKET_BITS)
+    return -(-frames >> drop) << drop
 
 
 class _Unmaskable(Exception):
@@ -151,20 +175,20 @@ class _Unmaskable(Exception):
 
 
 @contextmanager
-def _tails_neutralised(generator: nn.Module, frames: Sequence[int]) -> Iterator[None]:
+def _tails_neutralised(generator: nn.Module, frames: Sequence[int], length: int) -> Iterator[None]:
     """While active, every layer of ``generator`` that pads its input sees, in each batch item, what it
     would see if that item ran alone: the item's padded tail is zeroed before a zero-padded convolution
     (``nn.Conv1d``, ``nn.ConvTranspose1d``) and filled with the item's last valid value before a
     replicate-padded filter (BigVGAN's ``UpSample1d``, ``LowPassFilter1d``). Everything else the
     generators do is pointwise, so the first ``frames[i] · hop`` samples of item ``i`` equal its
-    one-by-one output. Only tails are written, in place (they hold nothing anyone reads).
+    one-by-one output. ``length``: the frames of the padded batch. Only tails are written, in place
+    (they hold nothing anyone reads).
     """
-    longest = max(frames)
 
     def valid(x: torch.Tensor) -> list[int]:
-        if x.dim() != 3 or x.shape[0] != len(frames) or x.shape[-1] % longest:
+        if x.dim() != 3 or x.shape[0] != len(frames) or x.shape[-1] % length:
             raise _Unmaskable
-        scale = x.shape[-1] // longest
+        scale = x.shape[-1] // length
         return [n * scale for n in frames]
 
     def zero(module: nn.Module, args: tuple) -> None:
@@ -321,14 +345,25 @@ class Vocoder:
         waveform is at ``sampling_rate``, ``len // hop_size * hop_size`` samples long after resampling."""
         return self._run(self._mel_of(wav, sr)[None])[0]
 
-    def choose_precision(self, mels: Union[MelLike, Sequence[MelLike]]) -> PrecisionChoice:
-        """Time fp32 and bf16 on ``mels`` (on a CPU at most ``AUTO_TIMING_SECONDS`` of them), keep the
-        faster as ``precision`` and return the timings; what ``precision="auto"`` does on the first call."""
+    def choose_precision(self, mels: Union[MelLike, Sequence[MelLike]], shapes: Sequence[int] = (),
+                         audio_seconds: Optional[float] = None) -> PrecisionChoice:
+        """Time fp32 and bf16 on ``mels`` (on a CPU at most ``AUTO_TIMING_SECONDS`` of them) and keep, as
+        ``precision``, the one that would sooner vocode ``audio_seconds`` of (padded) audio (default: as
+        much as ``mels``) in batches of the lengths ``shapes`` (frames, one per distinct batch shape;
+        default: none new, the speed of a run once its shape has been seen). What ``precision="auto"``
+        does on the first call, and ``synth --precision auto`` on its first batch, for its whole run.
+
+        Each precision's speed is the best of ``AUTO_TIMING_RUNS`` runs after one on a shape it had not
+        seen, whose extra time, per frame of length, prices each new shape: on a CPU, oneDNN prepares
+        kernels for every input shape, in bf16 for ~3 ms per frame on the demo model (20 times the run
+        itself), which can make bf16 the slower choice for a job although each run is faster.
+        """
         if isinstance(mels, (list, tuple)):
             tensors = [self._checked(m, "mel", batched=False) for m in mels]
         else:
             tensor = self._checked(mels, "mel", batched=True)
             tensors = list(tensor) if tensor.dim() == 3 else [tensor]
+        given_audio = sum(t.shape[-1] for t in tensors) * self.hop_size / self.sampling_rate
         # on a CPU at most AUTO_TIMING_SECONDS of it (each run costs about what it times); a GPU runs it whole,
         # since a short slice would time its kernel launches rather than its arithmetic
         seconds = AUTO_TIMING_SECONDS if self.device.type == "cpu" else math.inf
@@ -337,17 +372,24 @@ class Vocoder:
         frames = min(max(t.shape[-1] for t in tensors), max(1, budget // len(tensors)))
         batch = torch.stack([torch.nn.functional.pad(t[:, :frames], (0, frames - t[:, :frames].shape[-1]))
                              for t in tensors]).to(self.device)
-        best = {p: math.inf for p in INFERENCE_PRECISIONS}
+        other = batch[..., : frames // 2] if frames > 1 else torch.cat([batch, batch], dim=-1)
+        cold, best = {}, {p: math.inf for p in INFERENCE_PRECISIONS}
         with torch.inference_mode():
-            for precision in INFERENCE_PRECISIONS:  # warm-up: first-call allocations, kernel selection
-                self._timed(batch, precision)
+            for precision in INFERENCE_PRECISIONS:  # first use in this process: allocations, thread pools
+                self._timed(other, precision)
+            for precision in INFERENCE_PRECISIONS:  # a shape not seen before
+                cold[precision] = self._timed(batch, precision)
             for _ in range(AUTO_TIMING_RUNS):
                 for precision in INFERENCE_PRECISIONS:
                     best[precision] = min(best[precision], self._timed(batch, precision))
-        chosen = "bf16" if best["bf16"] < best["fp32"] else "fp32"
-        self.precision = chosen
-        self.precision_choice = PrecisionChoice(chosen, best["fp32"], best["bf16"],
-                                                batch.shape[0] * frames * self.hop_size / self.sampling_rate)
+        timed_audio = batch.shape[0] * frames * self.hop_size / self.sampling_rate
+        job_audio = given_audio if audio_seconds is None else audio_seconds
+        shape_s = {p: max(0.0, cold[p] - best[p]) for p in INFERENCE_PRECISIONS}
+        predicted = {p: shape_s[p] * sum(shapes) / frames + best[p] * job_audio / timed_audio
+                     for p in INFERENCE_PRECISIONS}
+        self.precision = min(INFERENCE_PRECISIONS, key=lambda p: predicted[p])
+        self.precision_choice = PrecisionChoice(self.precision, best, shape_s, predicted, timed_audio,
+                                                len(shapes), job_audio)
         return self.precision_choice
 
     def _timed(self, batch: torch.Tensor, precision: str) -> float:
@@ -357,15 +399,37 @@ class Vocoder:
         return time.perf_counter() - began
 
     def _run(self, batch: torch.Tensor, frames: Optional[Sequence[int]] = None) -> np.ndarray:
-        """[B, T · hop] float32 from a checked batch [B, num_mels, T]; ``frames``: each item's own length."""
+        """[B, T · hop] float32 from a checked batch [B, num_mels, T]; ``frames``: each item's own length.
+
+        On a CPU the batch is padded up to ``bucketed(T)`` frames: oneDNN prepares its kernels anew for
+        every input shape it has not seen, which on the demo model costs 1.4 times a 400-frame run in
+        fp32 and 18 times in bf16, so a few dozen lengths in all keep it from paying that at every call.
+        """
         if self.precision == "auto":
             self.choose_precision(batch)
+        length = batch.shape[-1]
+        padded = bucketed(length) if self.device.type == "cpu" else length
         with torch.inference_mode(), _true_fp32(self.device):
             batch = batch.to(self.device)
+            if padded > length:
+                batch = torch.nn.functional.pad(batch, (0, padded - length))
+                frames = frames or [length] * batch.shape[0]
             if frames is None:
                 return vocode(self.generator, batch, self.precision)[:, 0].cpu().numpy()
-            with _tails_neutralised(self.generator, frames):
-                return vocode(self.generator, batch, self.precision)[:, 0].cpu().numpy()
+            try:
+                with _tails_neutralised(self.generator, frames, padded):
+                    audio = vocode(self.generator, batch, self.precision)[:, 0]
+            except _Unmaskable:
+                if padded == length:
+                    raise
+                return self._run_unpadded(batch[..., :length], frames)
+            return audio[:, : length * (audio.shape[-1] // padded)].cpu().numpy()
+
+    def _run_unpadded(self, batch: torch.Tensor, frames: Sequence[int]) -> np.ndarray:
+        """For a generator ``_tails_neutralised`` cannot follow: the batch as it is, or one mel at a time."""
+        if min(frames) == batch.shape[-1]:
+            return vocode(self.generator, batch, self.precision)[:, 0].cpu().numpy()
+        raise _Unmaskable
 
     def _checked(self, mel: MelLike, what: str, batched: bool) -> torch.Tensor:
         """``mel`` as a float32 CPU or device tensor [num_mels, frames] (or [B, num_mels, frames] when

@@ -20,7 +20,7 @@ from trainer.audio import AUDIO_EXTENSIONS, OUTPUT_FORMATS, load_audio, load_mel
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.inference import (  # noqa: F401  (re-exported: bench/ and the tests import them from here)
-    INFERENCE_PRECISIONS, GeneratorState, PrecisionChoice, Vocoder, build_generator, check_precision,
+    INFERENCE_PRECISIONS, GeneratorState, PrecisionChoice, Vocoder, bucketed, build_generator, check_precision,
     load_generator_state, vocode,
 )
 from trainer.mel import MelSpectrogram, input_mel
@@ -209,6 +209,15 @@ def length_batches(jobs: list[Job], seconds_per_frame: float, batch_seconds: flo
     return batches + [current] if current else batches
 
 
+def batch_shapes(batches: list[list[Job]], vocoder: Vocoder) -> tuple[list[int], float]:
+    """The length in frames of each different input shape the generator will see for ``batches``, and
+    the seconds of audio it will make, padding included (for ``Vocoder.choose_precision``)."""
+    padded = bucketed if vocoder.device.type == "cpu" else (lambda frames: frames)
+    runs = [(len(batch), padded(max(1, max(job.frames for job in batch)))) for batch in batches]
+    seconds = sum(count * length for count, length in runs) * vocoder.hop_size / vocoder.sampling_rate
+    return [length for _, length in set(runs)], seconds
+
+
 def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Optional[str] = None,
                     precision: str = "fp32", batch_seconds: float = DEFAULT_BATCH_SECONDS, overwrite: bool = False,
                     started: Callable[[int, int], None] = lambda total, skipped: None,
@@ -264,7 +273,7 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
             except UserError as why:
                 report.failed.append((job.source, str(why)))
         if ready and precision == "auto" and report.precision_choice is None:
-            report.precision_choice = vocoder.choose_precision(mels)
+            report.precision_choice = vocoder.choose_precision(mels, *batch_shapes(batches, vocoder))
             report.precision = vocoder.precision
             chose(report.precision_choice)
         for job, audio in zip(ready, vocoder.vocode_list(mels)):
