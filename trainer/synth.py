@@ -79,8 +79,9 @@ def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[s
     state = load_generator_state(checkpoint, config)
     mel = read_input_mel(input_path, state.cfg)
     vocoder = Vocoder.from_state(state, checkpoint, precision)
-    if precision == "auto":
-        chose(vocoder.choose_precision(mel))
+    if precision == "auto":  # for this one run, on a shape not seen before
+        length = mel.shape[-1]
+        chose(vocoder.choose_precision(mel, [bucketed(length) if vocoder.device.type == "cpu" else length]))
     audio = vocoder(mel[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, audio, vocoder.sampling_rate)
