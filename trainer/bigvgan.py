@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from trainer.alias_free import Activation1d
+from trainer.checkpoint import load_file
 from trainer.config import BIGVGAN_ONLY
 from trainer.errors import UserError
 from trainer.models import WeightNorm, WNConv1d, WNConvTranspose1d, get_padding
@@ -237,9 +238,7 @@ def _release_config(path: Path) -> dict[str, Any]:
 
 
 def _release_weights(path: Path) -> dict[str, torch.Tensor]:
-    from trainer.checkpoint import load_file  # weights_only, with one-line errors; it imports this module lazily
-
-    state = load_file(path)
+    state = load_file(path)  # weights_only, with one-line errors
     if "generator" not in state:
         raise UserError(f"{path} has no 'generator' entry: not a BigVGAN generator file "
                         f"(the package saves {{'generator': state_dict}} as {RELEASE_WEIGHTS})")

@@ -177,28 +177,6 @@ def load_jik876_pair(path: Path) -> dict[str, Any]:
     return out
 
 
-def load_pretrained(path: Path) -> dict[str, Any]:
-    """Weights to fine-tune from (``training.finetune_from``): one of our checkpoints, a jik876
-    ``g_`` file (with its ``do_`` pair), or a BigVGAN release (its folder, or the
-    ``bigvgan_generator.pt`` in it, with ``config.json`` beside). Keys: ``generator`` and, where the
-    source has them, the discriminators by kind."""
-    if path.is_dir() or path.name == "bigvgan_generator.pt":
-        from trainer.bigvgan import load_release
-
-        _, generator = load_release(path if path.is_dir() else path.parent)
-        return {"generator": generator}
-    state = load_file(path)
-    if is_ours(state):
-        return state
-    return load_jik876_pair(path)
-
-
-def pretrained_parts(state: dict[str, Any], kinds: list[str], with_discriminators: bool) -> list[str]:
-    """The networks a fine-tune takes from ``state``: the generator, and the discriminators of
-    ``kinds`` that it holds when ``with_discriminators``."""
-    return ["generator", *(k for k in kinds if with_discriminators and k in state)]
-
-
 def fit_problem(expected: dict[str, torch.Tensor], given: dict[str, Any], name: str) -> str | None:
     """Why the weights ``given`` for network ``name`` cannot load into one whose state is
     ``expected`` (names and shapes), in one line; None when they fit."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint as ckpt
+from trainer import pretrained
 from trainer.allocator import keep_freed_memory
 from trainer.config import Config, dump_config
 from trainer.data import VocoderData, default_cache_root, describe
@@ -174,8 +174,8 @@ def _train(plan: StartPlan, console: bool, world: World) -> str:
             trainer.artifacts.known_checkpoints()
     finetuned_from = None
     if plan.resume_from is None and cfg.training.finetune_from is not None:
-        state = ckpt.load_pretrained(Path(cfg.training.finetune_from))
-        parts = ckpt.pretrained_parts(state, list(trainer.gan.discriminators), cfg.training.finetune_discriminators)
+        state = pretrained.load_pretrained(Path(cfg.training.finetune_from))
+        parts = pretrained.pretrained_parts(state, list(trainer.gan.discriminators), cfg.training.finetune_discriminators)
         trainer.gan.load_pretrained(state, parts)
         finetuned_from = f"{cfg.training.finetune_from} ({', '.join(parts)})"
         log.info("fine-tuning from %s", finetuned_from)

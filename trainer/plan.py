@@ -362,15 +362,16 @@ def _check_finetune(req: StartRequest, plan: StartPlan) -> str:
     import torch
 
     from trainer import checkpoint as ckpt
+    from trainer import pretrained
     from trainer.registry import build_discriminators, build_generator
 
     path = Path(t.finetune_from).expanduser()
     if not path.exists():
         raise UserError(f"training.finetune_from: {path} does not exist: name one of our checkpoints, "
                         "a jik876 g_ file, or a BigVGAN release folder")
-    state = ckpt.load_pretrained(path)
+    state = pretrained.load_pretrained(path)
     cfg = plan.config
-    parts = ckpt.pretrained_parts(state, cfg.discriminator.kinds, t.finetune_discriminators)
+    parts = pretrained.pretrained_parts(state, cfg.discriminator.kinds, t.finetune_discriminators)
     with torch.device("meta"):
         networks = {"generator": build_generator(cfg), **build_discriminators(cfg)}
     for name in parts:
