@@ -304,6 +304,8 @@ class MultiScaleDiscriminator(nn.Module):
         self.meanpools = nn.ModuleList([nn.AvgPool1d(4, 2, padding=2) for _ in range(d.scales - 1)])
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
+        # judge()'s loop with each scale's pooling between its sub-discriminators, in the reference's
+        # order: pooling all scales first would change the order the backward pass sums gradients in
         y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
         for i, d in enumerate(self.discriminators):
             if i:
