@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from recordkit import make
@@ -119,6 +119,7 @@ pid_files = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=jsonl_files(list(EVENTS)),
        metrics=jsonl_files([Metrics, Quality]), pid=pid_files)
+@example(events=b"", metrics=b'{"time": 0.0, "step": %d}\n' % 10**400, pid=b"")  # once an OverflowError in the plots
 def test_any_run_directory_is_read_without_an_exception(events, metrics, pid):
     with tempfile.TemporaryDirectory() as folder:
         run = RunPaths(Path(folder) / "r")

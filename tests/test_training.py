@@ -250,3 +250,19 @@ def test_bf16_autocast_and_gradient_clipping_train(base, demo_corpus, tmp_path):
     assert [m["step"] for m in metrics] == [2, 4]
     assert all(m["loss_g"] > 0 and m["grad_norm_g"] > 0 for m in metrics)  # finite: non-finite would be null
     assert read_jsonl(run.events)[0]["precision"] == "bf16"
+
+
+def test_precision_auto_trains_in_the_faster_and_starts_as_if_it_were_set(demo_corpus, tmp_path):
+    quiet = {"log_every": 3, "val_samples": 0, "quality_every": 0}
+    auto = train(write_config(tmp_path / "auto.yaml", training={"precision": "auto"}, schedule=quiet), demo_corpus, tmp_path / "a", target_step=3)
+    start = read_jsonl(auto.events)[0]
+    timings = start["precision_timings"]
+    assert set(timings) == {"fp32", "bf16"} and all(seconds > 0 for seconds in timings.values())
+    assert start["precision"] == min(timings, key=timings.get)
+    assert "precision auto: " + start["precision"] in auto.log.read_text()
+    # The timing used throw-away networks and restored the random state: the run is the one the
+    # chosen precision would have trained had the config named it.
+    fixed = train(write_config(tmp_path / "fixed.yaml", training={"precision": start["precision"]}, schedule=quiet),
+                  demo_corpus, tmp_path / "b", target_step=3)
+    assert read_jsonl(fixed.events)[0]["precision_timings"] is None
+    assert_same_state(auto.checkpoints / "ckpt_00000003.pt", fixed.checkpoints / "ckpt_00000003.pt")

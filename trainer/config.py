@@ -24,7 +24,7 @@ from trainer.records import QUALITY_METRICS, RANKINGS
 from trainer.rundir import plain_name, run_name_problem
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # The kinds the engine can build (trainer/registry.py maps each name to its module).
 GENERATOR_TYPES = ("hifigan", "bigvgan")
 DISCRIMINATOR_KINDS = ("msd", "mpd", "mrd", "cqt")

@@ -20,6 +20,7 @@ from trainer.errors import UserError
 from trainer.gan import Gan
 from trainer.loop import Trainer
 from trainer.pidfile import PidRecord, RunLock, read_pid_file, remove_pid_file, write_pid_file
+from trainer.precision import choose_precision, with_precision
 from trainer.plan import StartPlan, StartRequest, has_history, load_resume_state, make_plan
 from trainer.records import Resume, Start
 from trainer.rundir import RunPaths, write_text_atomic
@@ -165,7 +166,13 @@ def _train(plan: StartPlan, console: bool, world: World) -> str:
         data = VocoderData(cfg, data_dir, cache)
 
     device = setup_process(cfg, world)
-    trainer = Trainer(cfg, run, data, Gan(cfg, device, world), world)
+    precision, precision_timings = cfg.training.precision, None
+    if precision == "auto":
+        log.info("precision auto: timing fp32 and bf16 training steps on %s", device)
+        choice = choose_precision(cfg, device, world)
+        precision, precision_timings = choice.precision, choice.step_seconds
+        log.info("%s", choice.describe())
+    trainer = Trainer(cfg, run, data, Gan(with_precision(cfg, precision), device, world), world)
     superseded: list[int] = []
     if plan.resume_from is not None:
         trainer.load_state(load_resume_state(plan.resume_from), plan.resume_from)
@@ -183,7 +190,7 @@ def _train(plan: StartPlan, console: bool, world: World) -> str:
         write_text_atomic(run.config, dump_config(cfg))
 
     common = dict(config=cfg.name, pid=os.getpid(), target_step=cfg.training.target_step, device=str(device),
-                  precision=cfg.training.precision, threads=torch.get_num_threads(), milestones=cfg.schedule.milestones)
+                  precision=precision, precision_timings=precision_timings, threads=torch.get_num_threads(), milestones=cfg.schedule.milestones)
     if plan.resume_from is not None:
         source = plan.resume_from
         shown = source.relative_to(run.root.resolve()) if source.is_relative_to(run.root.resolve()) else source
@@ -198,7 +205,7 @@ def _train(plan: StartPlan, console: bool, world: World) -> str:
         trainer.artifacts.event(Start, 0, data=str(data_dir), train_files=len(data.train), val_files=len(data.val),
                                 params_g=params_g, params_d=params_d, finetuned_from=finetuned_from, **common)
         log.info("started %s: %s", run.name, describe(data))
-    log.info("run directory %s, %s on %s, %d threads", run.root, cfg.training.precision, device, torch.get_num_threads())
+    log.info("run directory %s, %s on %s, %d threads", run.root, precision, device, torch.get_num_threads())
     try:
         return trainer.fit()
     except BaseException as exc:

@@ -21,6 +21,9 @@ def described(kind, meaning: str, title: Optional[str] = None):
     return Annotated[kind, msgspec.Meta(description=meaning, **extra)]
 
 
+# A step or epoch: a JSON integer that float64 holds exactly (the readers plot it); a line with
+# anything larger is not one the trainer wrote, and is skipped like any other garbled line.
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 Time = described(float, "Unix time when the line was written")
 Step = described(int, "completed optimizer steps (see \"Step numbering\")")
 
@@ -29,8 +32,8 @@ class Metrics(msgspec.Struct):
     """One line of metrics.jsonl: means over the steps since the previous line."""
 
     time: Time
-    step: described(int, "completed steps (a multiple of `log_every`)")
-    epoch: described(Optional[int], "current epoch, from 0") = None
+    step: described(Count, "completed steps (a multiple of `log_every`)")
+    epoch: described(Optional[Count], "current epoch, from 0") = None
     loss_g: described(Optional[float], "generator loss: `loss_adv + loss_fm + lambda_mel * loss_mel + lambda_stft * loss_stft`",
                       "G total") = None
     loss_d: described(Optional[float], "discriminator loss, `loss.gan`'s form summed over `discriminator.kinds`; "
@@ -101,7 +104,7 @@ class Quality(msgspec.Struct, tag_field="kind", tag="quality"):
     ``"quality"``, written first, which is how a reader tells it from a metrics line)."""
 
     time: Time
-    step: described(int, "the step whose validation output was scored")
+    step: described(Count, "the step whose validation output was scored")
     files: described(int, "validation files scored (`schedule.quality_files`, fewer if the validation set is smaller)")
     seconds: described(float, "wall time of the scoring, rounded to ms")
     pitch_model: described(str, "torchcrepe model behind `periodicity` and `vuv_f1`: `full` or `tiny`")
@@ -118,7 +121,7 @@ class Event(msgspec.Struct, tag_field="event"):
     """A line of events.jsonl; ``event`` names its kind (the struct's tag)."""
 
     time: Time
-    step: described(int, "the trainer's step when the event was written")
+    step: described(Count, "the trainer's step when the event was written")
 
 
 class Segment(Event):
@@ -126,11 +129,17 @@ class Segment(Event):
 
     config: described(str, "config name (`name` in the config)")
     pid: described(int, "process id of the trainer (rank 0 under torchrun), the same as in `trainer.pid`")
-    target_step: described(int, "step this process trains to")
+    target_step: described(Count, "step this process trains to")
     device: described(str, "`str(torch.device)`: `\"cpu\"`, `\"cuda\"`, or `\"cuda:<local rank>\"` under torchrun on GPUs")
-    precision: described(str, "`fp32`, `bf16` or `fp16`")
+    precision: described(str, "`fp32`, `bf16` or `fp16`: what this process trains in (`training.precision: auto` resolved)")
     threads: described(int, "`torch.get_num_threads()` of this process")
     milestones: described(list[int], "`schedule.milestones`")
+
+
+# Where both a start and a resume say it (a Segment field with a default would have to come last).
+PrecisionTimings = described(Optional[dict[str, float]], "with `training.precision: auto`: the median seconds per training step "
+                             "measured for each candidate (`fp32`, `bf16`) before training, and `precision` is the faster; "
+                             "`null` when the config sets the precision")
 
 
 class Start(Segment, tag="start"):
@@ -141,12 +150,14 @@ class Start(Segment, tag="start"):
     params_d: described(int, "parameter count of all the discriminators (`discriminator.kinds`)")
     finetuned_from: described(Optional[str], "`training.finetune_from` resolved, and which networks it gave "
                               "(`generator` or `generator, mpd, msd`, …); `null` for a run from scratch") = None
+    precision_timings: PrecisionTimings = None
 
 
 class Resume(Segment, tag="resume"):
     checkpoint: described(str, "the file resumed from, relative to the run folder when it lies inside it, else absolute")
-    epoch: described(int, "the checkpoint's epoch")
+    epoch: described(Count, "the checkpoint's epoch")
     superseded: described(list[int], "steps of newer checkpoints set aside into `checkpoints/superseded/`")
+    precision_timings: PrecisionTimings = None
 
 
 class Validation(Event, tag="validation"):
@@ -159,7 +170,7 @@ class Checkpoint(Event, tag="checkpoint"):
     path: described(str, "relative to the run: `checkpoints/ckpt_XXXXXXXX.pt`")
     size: described(int, "file size in bytes")
     val_mel: described(Optional[float], "`val_mel` of a validation at this same step, else `null`")
-    epoch: described(int, "epoch at save time")
+    epoch: described(Count, "epoch at save time")
     reason: described(Literal["milestone", "requested", "scheduled", "stop", "final"],
                       "`milestone`, `requested`, `scheduled`, `stop` or `final` (see below)")
     quality: described(Optional[dict[str, float]],
@@ -179,7 +190,7 @@ class Stopped(Event, tag="stopped"):
 
 
 class Finished(Event, tag="finished"):
-    target_step: described(int, "the same as `step`")
+    target_step: described(Count, "the same as `step`")
 
 
 class SkippedBatch(msgspec.Struct):
@@ -188,7 +199,7 @@ class SkippedBatch(msgspec.Struct):
 
 
 class NanRollback(Event, tag="nan_rollback"):
-    failed_step: described(int, "the step that gave the non-finite loss (the previous step + 1)")
+    failed_step: described(Count, "the step that gave the non-finite loss (the previous step + 1)")
     checkpoint: described(str, "the checkpoint rolled back to, relative to the run (`step` is its step)")
     skipped_batch: described(SkippedBatch, "`{\"epoch\": int, \"batch\": int}`: the batch that was skipped")
     strikes: described(int, "non-finite steps in a row so far: 1 or 2")
