@@ -20,12 +20,15 @@ import psutil
 from trainer import pidfile
 from trainer.records import SEGMENTS, Event, Metrics, Quality, Validation, supersede
 from trainer.rundir import RunPaths
+from vocodertui import alerts
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, current_timeline, effective, rewinds_of
-from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status
+from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status, run_config
 
 HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
 COLUMN = {name: i for i, name in enumerate(METRIC_COLUMNS)}
 VERSIONS = itertools.count(1)  # one sequence for every feed, so two runs' curves never compare equal
+ALERTS_EVERY_S = 1.0  # the warnings are computed again at most this often (and whenever the run's state changes)
+ALERT_RECORDS = 4096  # newest metrics lines kept as records: what alerts.TAIL_BYTES holds, so status agrees
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class RunFeed:
         self.run = run
         self.clock = clock
         self.system = system
-        self.metrics = MetricsFollower(run.metrics)
+        self.metrics = MetricsFollower(run.metrics, keep_records=ALERT_RECORDS)
         self.event_reader = JsonlFollower(run.events, Event)
         self.quality_reader = JsonlFollower(run.metrics, Quality)
         self.events: list[Event] = []
@@ -101,6 +104,8 @@ class RunFeed:
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.rows_version = next(VERSIONS)
         self._rows_stale = True
+        self.alerts: list[alerts.Alert] = []
+        self._alerts_for: tuple[float, str] = (-float("inf"), "")  # (monotonic time, state) of the last computation
 
     def index_some(self) -> bool:
         """Index a chunk of older metrics lines; True while there is more to index."""
@@ -130,8 +135,17 @@ class RunFeed:
             self._rows_stale = False
 
         liveness = pidfile.check(self.run)
-        status = derive_status(self.run, self.events, list(self.metrics.last_records), liveness, self.clock(),
-                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped)
+        config, config_problem = run_config(self.run)
+        now, recent = self.clock(), list(self.metrics.last_records)
+        status = derive_status(self.run, self.events, recent, liveness, now,
+                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped,
+                               thresholds=config.alerts if config else None)
+        system = self.system(self.run, status.rss_bytes)
+        computed_at, state = self._alerts_for
+        if time.monotonic() - computed_at >= ALERTS_EVERY_S or status.state != state:
+            self.alerts = alerts.for_run(self.run, status, self.events, recent, system.disk_free, config, config_problem, now)
+            self._alerts_for = (time.monotonic(), status.state)
+        status.warnings = self.alerts
         timeline = supersede(self.events)
         validations = tuple((e.step, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
         segment = next((e for e in reversed(self.events) if isinstance(e, SEGMENTS)), None)
@@ -147,7 +161,7 @@ class RunFeed:
             milestones=tuple(segment.milestones) if segment else (),
             samples=self._latest_samples(timeline, quality),
             quality=quality,
-            system=self.system(self.run, status.rss_bytes),
+            system=system,
             indexing=not self.metrics.head_indexed,
         )
 
