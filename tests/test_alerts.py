@@ -262,3 +262,26 @@ async def test_the_dashboard_shows_a_warning_in_the_banner_and_the_events_tab(tm
         await until(pilot, lambda: app.view is not None and app.view.run.name == "calm", "the calm run")
         await pilot.pause()
         assert not banner.display and not listed.display
+
+
+def test_the_dashboard_feed_agrees_with_status_and_recomputes_only_when_records_arrive(tmp_path, monkeypatch):
+    from vocodertui.dashboard import feed as feed_module
+    from vocodertui.dashboard.feed import RunFeed, SystemStats
+
+    monkeypatch.setattr(feed_module, "ALERTS_EVERY_S", 0.0)
+    computed = []
+    for_run = alerts.for_run
+    monkeypatch.setattr(alerts, "for_run", lambda *args: computed.append(1) or for_run(*args))
+    spiked = noisy(150, 40, 1.5)
+    spiked[-2] = 90
+    run = crafted_run(tmp_path, lines_of(loss_g=spiked))
+    system = SystemStats(cpu_percent=1.0, ram_used=1 << 30, ram_total=8 << 30, disk_free=100 << 30, trainer_rss=None)
+    feed = RunFeed(run, clock=lambda: NOW, system=lambda _r, _rss: system)
+    first = feed.view().status.warnings
+    feed.view()
+    assert len(computed) == 1  # nothing new: the warnings are not computed again
+    assert [a.kind for a in first] == ["loss_spike"] and first == run_status(run, now=NOW).warnings
+    computed.clear()
+    with open(run.events, "a") as f:
+        f.writelines(line(Validation, time=T0 + 100 * (i + 1), step=1000 * (i + 1), val_mel=0.4 + i / 100) for i in range(6))
+    assert [a.kind for a in feed.view().status.warnings] == ["loss_spike", "val_worsening"] and len(computed) == 1

@@ -11,6 +11,7 @@ textual; the metrics are the tail of the file (``TAIL_BYTES``), never the whole 
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings as py_warnings
 from dataclasses import dataclass, field
@@ -135,6 +136,12 @@ def _segment_time(events: Sequence[Event]) -> float:
     return segment.time if segment else -math.inf
 
 
+def _recent(e: Evidence) -> Sequence[Metrics]:
+    """The lines the trend alerts (d_collapse, lr_floor) look back over: a collapse or a decayed learning
+    rate older than this is dated from the first of them."""
+    return e.metrics[-max(2 * e.thresholds.recent_logs, e.thresholds.collapse_logs):]
+
+
 def _values(metrics: Sequence[Metrics], name: str) -> np.ndarray:
     """A field of each line as floats; null is NaN."""
     return np.array([getattr(m, name, None) for m in metrics], dtype=np.float64)
@@ -190,7 +197,8 @@ def _loss_spike(e: Evidence) -> Optional[Alert]:
 def _d_collapse(e: Evidence) -> Optional[Alert]:
     """loss_d below ``collapse_loss_d`` for the last ``collapse_logs`` lines or more, while loss_adv rises over them."""
     needed, limit = e.thresholds.collapse_logs, e.thresholds.collapse_loss_d
-    loss_d, loss_adv = _values(e.metrics, "loss_d"), _values(e.metrics, "loss_adv")
+    lines = _recent(e)
+    loss_d, loss_adv = _values(lines, "loss_d"), _values(lines, "loss_adv")
     low = (loss_d < limit) & (loss_adv > 0)  # before the discriminators start, both are 0
     run = len(low) - (np.flatnonzero(~low)[-1] + 1 if (~low).any() else 0)
     if run < needed:
@@ -199,7 +207,7 @@ def _d_collapse(e: Evidence) -> Optional[Alert]:
     slope = np.polyfit(np.arange(needed), adv, 1)[0] if needed > 1 else 0.0
     if not (slope > 0 and adv[-1] > adv[0]):
         return None
-    since = e.metrics[-run]
+    since = lines[-run]
     return Alert("d_collapse", since.step, since.time,
                  f"the discriminators won: loss_d under {limit:g} for {run} logs since step {since.step:,} while the "
                  f"adversarial loss rose from {adv[0]:.3g} to {adv[-1]:.3g}, so the generator gets no useful gradient; "
@@ -212,21 +220,22 @@ def _lr_floor(e: Evidence) -> Optional[Alert]:
     Not during a warm-up (it rises from 0), and under a cosine schedule only below the floor the config
     gives it (``min_learning_rate``): falling to it is what was asked for.
     """
-    lrs = _values(e.metrics, "lr")
+    lines = _recent(e)
+    lrs = _values(lines, "lr")
     if not len(lrs) or not np.isfinite(lrs[-1]) or not e.start_lr:
         return None
     fraction = e.thresholds.lr_floor_fraction
     floor = fraction * e.start_lr
     training = e.config.training if e.config else None
     if training is not None:
-        if e.metrics[-1].step < training.warmup_steps:
+        if lines[-1].step < training.warmup_steps:
             return None
         if training.lr_schedule == "cosine":
             floor = min(floor, training.min_learning_rate)
     if lrs[-1] >= floor:
         return None
     above = np.flatnonzero(~(lrs < floor))
-    since = e.metrics[above[-1] + 1 if len(above) else 0]
+    since = lines[above[-1] + 1 if len(above) else 0]
     why = ""
     if training is not None and training.lr_schedule.startswith("exponential"):
         per = "epoch" if training.lr_schedule == "exponential_per_epoch" else "step"
@@ -255,10 +264,10 @@ def _rss_growth(e: Evidence) -> Optional[Alert]:
     th = e.thresholds
     if not e.metrics:
         return None
-    rss, times = _values(e.metrics, "rss_bytes"), _values(e.metrics, "time")
-    end = times[-1]
-    begin = max(end - 60 * th.rss_window_minutes, _segment_time(e.events) + 60 * th.rss_warmup_minutes)
-    keep = (times >= begin) & np.isfinite(rss)
+    begin = max(e.metrics[-1].time - 60 * th.rss_window_minutes, _segment_time(e.events) + 60 * th.rss_warmup_minutes)
+    lines = e.metrics[bisect.bisect_left(e.metrics, begin, key=lambda m: m.time):]  # file order is time order
+    rss, times = _values(lines, "rss_bytes"), _values(lines, "time")
+    keep = np.isfinite(rss) & np.isfinite(times)
     t, y = times[keep], rss[keep]
     if len(t) < RSS_MIN_POINTS or t[-1] - t[0] < 30 * th.rss_window_minutes:
         return None
@@ -267,7 +276,7 @@ def _rss_growth(e: Evidence) -> Optional[Alert]:
     per_hour = 100 * slope * 3600 / level if level > 0 else 0.0
     if per_hour <= th.rss_growth_percent_per_hour:
         return None
-    since = e.metrics[int(np.flatnonzero(keep)[0])]
+    since = lines[int(np.flatnonzero(keep)[0])]
     return Alert("rss_growth", since.step, since.time,
                  f"trainer memory grows {per_hour:.0f} % per hour ({format_bytes(y[0])} → {format_bytes(y[-1])} in "
                  f"{format_duration(t[-1] - t[0])}): something keeps references (a leak); it frees on a restart "

@@ -27,8 +27,11 @@ from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, der
 HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
 COLUMN = {name: i for i, name in enumerate(METRIC_COLUMNS)}
 VERSIONS = itertools.count(1)  # one sequence for every feed, so two runs' curves never compare equal
-ALERTS_EVERY_S = 1.0  # the warnings are computed again at most this often (and whenever the run's state changes)
-ALERT_RECORDS = 4096  # newest metrics lines kept as records: what alerts.TAIL_BYTES holds, so status agrees
+# The warnings are computed again after new records at most once a second, at once when the run's state
+# changes, every second while it is stalled, and every 10 s anyway (the disk fills without a record).
+ALERTS_EVERY_S = 1.0
+ALERTS_IDLE_S = 10.0
+ALERT_RECORDS = 4096  # newest metrics lines kept as records: at least what status reads (alerts.TAIL_BYTES), so both agree
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class RunFeed:
         self._rows_stale = True
         self.alerts: list[alerts.Alert] = []
         self._alerts_for: tuple[float, str] = (-float("inf"), "")  # (monotonic time, state) of the last computation
+        self._alerts_stale = True  # records arrived since
 
     def index_some(self) -> bool:
         """Index a chunk of older metrics lines; True while there is more to index."""
@@ -126,8 +130,10 @@ class RunFeed:
             self.quality = []
         self.quality.extend(new_quality)
         rewinds = rewinds_of(new_events)
-        if self.metrics.poll() or rewinds or reset:
+        polled = self.metrics.poll()
+        if polled or rewinds or reset:
             self._rows_stale = True
+        self._alerts_stale |= polled or bool(new_events) or reset
         if self._rows_stale:
             sample = self.metrics.head_sample(HEAD_SAMPLE)
             self.rows = effective(np.concatenate([sample, self.metrics.recent]), rewinds_of(self.events))
@@ -142,9 +148,11 @@ class RunFeed:
                                thresholds=config.alerts if config else None)
         system = self.system(self.run, status.rss_bytes)
         computed_at, state = self._alerts_for
-        if time.monotonic() - computed_at >= ALERTS_EVERY_S or status.state != state:
+        waited = time.monotonic() - computed_at
+        if (status.state != state or waited >= ALERTS_IDLE_S or (self._alerts_stale and waited >= ALERTS_EVERY_S)
+                or (status.state == "stalled" and waited >= ALERTS_EVERY_S)):  # its message counts the seconds
             self.alerts = alerts.for_run(self.run, status, self.events, recent, system.disk_free, config, config_problem, now)
-            self._alerts_for = (time.monotonic(), status.state)
+            self._alerts_for, self._alerts_stale = (time.monotonic(), status.state), False
         status.warnings = self.alerts
         timeline = supersede(self.events)
         validations = tuple((e.step, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
