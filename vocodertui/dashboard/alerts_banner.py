@@ -17,7 +17,7 @@ KIND_WIDTH = max(len(kind) for kind in ALERT_KINDS)
 
 
 class AlertBanner(Static):
-    """One line per warning: ⚠, its kind, since which step, and the message."""
+    """One line per warning (cut to the width, app.tcss): ⚠, its kind, since which step, and the message."""
 
     alerts: reactive[tuple[Alert, ...]] = reactive((), init=False)
 
@@ -29,8 +29,7 @@ class AlertBanner(Static):
 
     def watch_alerts(self, alerts: tuple[Alert, ...]) -> None:
         self.display = bool(alerts)
-        lines = [Text(f"⚠ {a.kind} since step {a.since_step:,}: {a.message}", no_wrap=True, overflow="ellipsis")
-                 for a in alerts[:BANNER_LINES]]
+        lines = [Text(f"⚠ {a.kind} since step {a.since_step:,}: {a.message}") for a in alerts[:BANNER_LINES]]
         if len(alerts) > BANNER_LINES:
             lines.append(Text(f"⚠ {len(alerts) - BANNER_LINES} more in the Events tab (4)"))
         self.update(Text("\n").join(lines))
