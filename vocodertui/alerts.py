@@ -78,8 +78,8 @@ def for_run(run: RunPaths, status: RunStatus, events: Sequence[Event], metrics: 
             config: Optional[Config], config_problem: Optional[str], now: float) -> list[Alert]:
     """The alerts of a run from what has been read of it: its events, the newest metrics lines (any
     timeline; ``TAIL_BYTES`` of the file is plenty), and its config as ``runstate.run_config`` loads it."""
-    segment = next((ev for ev in reversed(events) if isinstance(ev, SEGMENTS)), None)
-    current = [m for m in metrics if segment is None or m.time >= segment.time]
+    begun = _segment_time(events)
+    current = [m for m in metrics if m.time >= begun]
     evidence = Evidence(
         state=status.state, step=status.step, metrics=current, events=events,
         checkpoint_size=status.last_checkpoint.size if status.last_checkpoint else None, disk_free=disk_free, now=now,
@@ -211,7 +211,7 @@ def _d_collapse(e: Evidence) -> Optional[Alert]:
     return Alert("d_collapse", since.step, since.time,
                  f"the discriminators won: loss_d under {limit:g} for {run} logs since step {since.step:,} while the "
                  f"adversarial loss rose from {adv[0]:.3g} to {adv[-1]:.3g}, so the generator gets no useful gradient; "
-                 "resume from a checkpoint before it with a lower learning_rate_d, or raise discriminator_start_step")
+                 "resume from a checkpoint from before it with a lower training.learning_rate_d")
 
 
 def _lr_floor(e: Evidence) -> Optional[Alert]:
@@ -222,7 +222,7 @@ def _lr_floor(e: Evidence) -> Optional[Alert]:
     """
     lines = _recent(e)
     lrs = _values(lines, "lr")
-    if not len(lrs) or not np.isfinite(lrs[-1]) or not e.start_lr:
+    if not len(lrs) or not np.isfinite(lrs[-1]) or not (e.start_lr and 0 < e.start_lr < math.inf):
         return None
     fraction = e.thresholds.lr_floor_fraction
     floor = fraction * e.start_lr
