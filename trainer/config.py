@@ -181,6 +181,40 @@ class DataConfig:
     cache_dir: Optional[str] = None
 
 
+# What `vocodertui status` and the dashboard warn about (vocodertui/alerts.py), in the order they are shown.
+ALERT_KINDS = ("stalled", "nan_rollback", "loss_spike", "d_collapse", "lr_floor", "rss_growth", "disk_low", "val_worsening")
+
+
+@dataclass
+class AlertsConfig:
+    """Thresholds of the run's warnings (vocodertui/alerts.py), read by `status` and the dashboard from
+    the run's config.yaml; the trainer ignores them, so they may be edited while it runs."""
+
+    ignore: list[str] = field(default_factory=list)  # alert kinds never raised for this run
+    # stalled: the trainer lives but wrote nothing for stall_intervals log intervals, and at least stall_min_seconds
+    stall_intervals: int = 3
+    stall_min_seconds: float = 300.0
+    # nan_rollback and loss_spike look at the last recent_logs metrics lines
+    recent_logs: int = 100
+    # loss_spike: loss_g or loss_mel this many robust deviations (1.4826 MAD) above the median of the
+    # recent_logs lines before it
+    spike_z: float = 6.0
+    # d_collapse: loss_d below collapse_loss_d for collapse_logs lines in a row while loss_adv rises over them
+    collapse_loss_d: float = 0.1
+    collapse_logs: int = 10
+    # lr_floor: the generator's learning rate below this fraction of training.learning_rate_g
+    lr_floor_fraction: float = 0.01
+    # rss_growth: the trainer's memory rising this fast (Theil-Sen slope, % of its size per hour) over the
+    # last rss_window_minutes, not counting the first rss_warmup_minutes after a start or resume
+    rss_growth_percent_per_hour: float = 10.0
+    rss_window_minutes: float = 60.0
+    rss_warmup_minutes: float = 15.0
+    # disk_low: disk free below (disk_checkpoints + 1) times the newest checkpoint's size
+    disk_checkpoints: int = 2
+    # val_worsening: the validation mel-L1 worse than the one before it this many times in a row
+    val_worsening: int = 5
+
+
 @dataclass
 class Config:
     name: str = "hifigan"
@@ -191,6 +225,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -560,6 +595,23 @@ def validate(cfg: Config, source: str) -> None:
              "and leave schedule.quality_every above 0")
     if cfg.data.val_count < 1:
         fail("data.val_count must be at least 1")
+    _check_alerts(cfg.alerts, fail)
+
+
+def _check_alerts(al: AlertsConfig, fail) -> None:
+    for kind in al.ignore:
+        if kind not in ALERT_KINDS:
+            fail(f"alerts.ignore: unknown alert '{kind}'{_suggest(kind, list(ALERT_KINDS))}")
+    for name in ("stall_intervals", "recent_logs", "collapse_logs", "val_worsening"):
+        if getattr(al, name) < 1:
+            fail(f"alerts.{name} must be at least 1")
+    for name in ("stall_min_seconds", "spike_z", "collapse_loss_d", "rss_growth_percent_per_hour", "rss_window_minutes"):
+        if getattr(al, name) <= 0:
+            fail(f"alerts.{name} must be positive")
+    if al.rss_warmup_minutes < 0 or al.disk_checkpoints < 0:
+        fail("alerts.rss_warmup_minutes and alerts.disk_checkpoints must not be negative")
+    if not 0 < al.lr_floor_fraction < 1:
+        fail(f"alerts.lr_floor_fraction must be between 0 and 1, got {al.lr_floor_fraction}")
 
 
 def _check_resolutions(resolutions: list[list[int]], where: str, fail, segment_size: int) -> None:
@@ -586,7 +638,7 @@ def dump_config(cfg: Config) -> str:
 
 
 # What a resume may change of the config its checkpoint was trained with, without asking.
-FREE_ON_RESUME = ("name", "schedule", "training.target_step")
+FREE_ON_RESUME = ("name", "schedule", "alerts", "training.target_step")
 
 
 def config_changes(saved: dict[str, Any], current: Config) -> list[str]:

@@ -184,7 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         step = f"{s.step:,}" + (f" / {s.target_step:,}" if s.target_step else "")
         ckpt = f"{s.last_checkpoint.step:,}" if s.last_checkpoint else "-"
         table.add_row(
-            s.name, f"[{STATE_STYLE.get(s.state, 'white')}]{s.state}[/]", step,
+            s.name, f"[{STATE_STYLE.get(s.state, 'white')}]{s.state}[/]" + (f" [yellow]⚠ {len(s.warnings)}[/]" if s.warnings else ""), step,
             f"{s.steps_per_s:.2f}" if s.steps_per_s else "-", format_duration(s.eta_s),
             format_duration(s.last_metric_age_s) + (" ago" if s.last_metric_age_s is not None else ""),
             ckpt, str(s.pid or "-"), format_bytes(s.rss_bytes),
@@ -199,6 +199,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if s.skipped_records:
             console.print(f"{s.name}: {s.skipped_records} lines of its JSONL files are not records this version "
                           "reads (garbled, or from another version); they were skipped", markup=False)
+        for w in s.warnings:
+            console.print(Text(f"{s.name}: ⚠ {w.kind} since step {w.since_step:,}: {w.message}", style="yellow"))
     return 0
 
 

@@ -92,10 +92,11 @@ def columns_of(records: list[Metrics]) -> np.ndarray:
 class MetricsFollower:
     """metrics.jsonl: the recent records parsed, the older lines indexed lazily and sampled on demand."""
 
-    def __init__(self, path: Path, tail_bytes: int = TAIL_BYTES, keep_recent: int = 200_000):
+    def __init__(self, path: Path, tail_bytes: int = TAIL_BYTES, keep_recent: int = 200_000, keep_records: int = 64):
         self.path = path
         self.tail_bytes = tail_bytes
         self.keep_recent = keep_recent
+        self.keep_records = keep_records  # the newest lines kept as records (for the run state and the alerts)
         self._open()
 
     def _open(self) -> None:
@@ -107,7 +108,7 @@ class MetricsFollower:
         self.head_offsets = np.zeros(0, dtype=np.int64)  # starts of the indexed older lines
         self.indexed_to = 0  # the head is indexed up to this byte
         self.recent = np.zeros((0, len(METRIC_COLUMNS)))  # parsed records from head_end on, file order
-        self.last_records: collections.deque[Metrics] = collections.deque(maxlen=64)
+        self.last_records: collections.deque[Metrics] = collections.deque(maxlen=self.keep_records)
         self.follower = JsonlFollower(self.path, Metrics, start=self.head_end)
         self._sample_cache: dict[int, np.ndarray] = {}
 

@@ -5,20 +5,20 @@ Used by ``vocodertui status`` / ``checkpoints`` and by the dashboard; imports ne
 
 from __future__ import annotations
 
+import functools
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from trainer import pidfile
-from trainer.config import load_config
+from trainer.config import AlertsConfig, Config, load_config
 from trainer.errors import UserError
 from trainer.records import (CONTROLS, ENDINGS, QUALITY_METRICS, RANKINGS, REWINDS, SEGMENTS, VAL_MEL_L1, Checkpoint, Crashed, Event, Metrics,
                              QualityMetric, Stopped, Stopping, best_checkpoint, checkpoint_scores, kind_of)
 from trainer.rundir import RunPaths, read_records, tail_records
-
-STALL_MIN_SECONDS = 300.0  # a validation pass or a checkpoint on a big model can take minutes
-STALL_INTERVALS = 3
+from vocodertui import alerts
 
 
 @dataclass
@@ -59,6 +59,8 @@ class RunStatus:
     rss_bytes: Optional[int]
     stale_pid_file: Optional[str]  # why a PID file present on disk is not trusted
     skipped_records: int = 0  # lines of events.jsonl and metrics.jsonl (its tail) that did not decode
+    stalled_since: Optional[float] = None  # the last write of a stalled trainer
+    warnings: list[alerts.Alert] = field(default_factory=list)  # what is going wrong (vocodertui/alerts.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,12 +80,29 @@ def last_activity(run: RunPaths) -> float:
     return max(times, default=0.0)
 
 
+def run_config(run: RunPaths) -> tuple[Optional[Config], Optional[str]]:
+    """The run's config.yaml, or None and why not (None and no reason when it does not exist).
+
+    Loaded again only when the file changes, so the dashboard may ask every second."""
+    try:
+        st = run.config.stat()
+    except OSError:
+        return None, None
+    return _load_run_config(str(run.config), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_run_config(path: str, _mtime_ns: int, _size: int) -> tuple[Optional[Config], Optional[str]]:
+    try:
+        return load_config(path), None
+    except UserError as exc:
+        return None, str(exc)
+
+
 def best_by(run: RunPaths) -> QualityMetric:
     """What the run ranks its checkpoints by (``schedule.best_by`` of its config)."""
-    try:
-        return RANKINGS[load_config(run.config).schedule.best_by]
-    except UserError:  # no readable config: the default
-        return VAL_MEL_L1
+    config, _ = run_config(run)
+    return RANKINGS[config.schedule.best_by] if config else VAL_MEL_L1  # no readable config: the default
 
 
 def checkpoint_table(run: RunPaths, events: Optional[list[Event]] = None) -> list[CheckpointInfo]:
@@ -117,15 +136,30 @@ def recent_rate(metrics: list[Metrics]) -> Optional[float]:
 
 
 def run_status(run: RunPaths, now: Optional[float] = None) -> RunStatus:
-    events, metrics = read_records(run.events, Event), tail_records(run.metrics, Metrics)
-    return derive_status(run, events.records, metrics.records, pidfile.check(run), time.time() if now is None else now,
-                         skipped=events.skipped + metrics.skipped)
+    """The run's state and its warnings, from all its events and the last ``alerts.TAIL_BYTES`` of its metrics."""
+    now = time.time() if now is None else now
+    events, metrics = read_records(run.events, Event), tail_records(run.metrics, Metrics, alerts.TAIL_BYTES)
+    config, problem = run_config(run)
+    status = derive_status(run, events.records, metrics.records, pidfile.check(run), now,
+                           skipped=events.skipped + metrics.skipped, thresholds=config.alerts if config else AlertsConfig())
+    status.warnings = alerts.for_run(run, status, events.records, metrics.records, disk_free(run), config, problem, now)
+    return status
+
+
+def disk_free(run: RunPaths) -> Optional[int]:
+    """Bytes free on the file system of the run directory."""
+    try:
+        return shutil.disk_usage(run.root).free
+    except OSError:
+        return None
 
 
 def derive_status(run: RunPaths, events: list[Event], metrics: list[Metrics], liveness: pidfile.Liveness,
-                  now: float, skipped: int = 0) -> RunStatus:
+                  now: float, skipped: int = 0, thresholds: Optional[AlertsConfig] = None) -> RunStatus:
     """The state of a run from what has been read of it: all its events, its latest metrics lines
-    (the last few dozen are enough), the verdict on its PID file, and how many lines did not decode."""
+    (the last few dozen are enough), the verdict on its PID file, and how many lines did not decode.
+    ``thresholds`` says when a live trainer that writes nothing counts as stalled (``alerts.stall_*``)."""
+    thresholds = thresholds or AlertsConfig()
     segment = next((e for e in reversed(events) if isinstance(e, SEGMENTS)), None)
     last_control = next((e for e in reversed(events) if isinstance(e, CONTROLS)), None)
     rewind = next((e for e in reversed(events) if isinstance(e, REWINDS)), None)
@@ -137,7 +171,7 @@ def derive_status(run: RunPaths, events: list[Event], metrics: list[Metrics], li
     rate = recent_rate(metrics)
     checkpoints = checkpoint_table(run, events)
 
-    reason = ""
+    reason, stalled_since = "", None
     if liveness.alive:
         started = liveness.record.start_time  # this trainer's own writes only
         activity = max([e.time for e in events[-1:]] + [last_metric.time if last_metric else 0.0, started])
@@ -145,8 +179,9 @@ def derive_status(run: RunPaths, events: list[Event], metrics: list[Metrics], li
         expected = metrics[-1].time - metrics[-2].time if len(metrics) >= 2 else 0.0
         if isinstance(last_control, Stopping) and last_control.time >= started:
             state, reason = "stopping", f"{last_control.reason} received; finishing the step and checkpointing"
-        elif now - activity > max(STALL_INTERVALS * expected, STALL_MIN_SECONDS):
+        elif now - activity > max(thresholds.stall_intervals * expected, thresholds.stall_min_seconds):
             state, reason = "stalled", f"nothing written for {now - activity:.0f} s while the process lives"
+            stalled_since = activity
         else:
             state = "running"
     elif not events:
@@ -173,5 +208,5 @@ def derive_status(run: RunPaths, events: list[Event], metrics: list[Metrics], li
         last_checkpoint=checkpoints[-1] if checkpoints else None,
         pid=liveness.record.pid if liveness.alive and liveness.record else None,
         uptime_s=now - liveness.record.create_time if liveness.alive and liveness.record else None,
-        rss_bytes=rss, stale_pid_file=stale, skipped_records=skipped,
+        rss_bytes=rss, stale_pid_file=stale, skipped_records=skipped, stalled_since=stalled_since,
     )

@@ -24,6 +24,7 @@ from textual.worker import get_current_worker
 from trainer.records import SEGMENTS
 from trainer.rundir import RunPaths
 from vocodertui import control
+from vocodertui.dashboard.alerts_banner import AlertBanner, AlertList
 from vocodertui.dashboard.feed import RunFeed, RunView
 from vocodertui.dashboard.panes import LossesPane, QualityPane, SamplesPane
 from vocodertui.dashboard.reader import RunReader
@@ -77,6 +78,7 @@ class MonitorApp(App):
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
+        yield AlertBanner(id="alerts")
         yield ProgressPanel(id="progress")
         yield SystemLine(id="system")
         with TabbedContent(id="tabs"):
@@ -85,6 +87,7 @@ class MonitorApp(App):
                 yield CheckpointTable(id="checkpoint-table")
             yield SamplesPane()
             with TabPane("Events", id="events"):
+                yield AlertList(id="event-alerts")
                 yield EventLog(id="event-log", wrap=True)
             yield QualityPane()
         yield Footer()
@@ -118,6 +121,8 @@ class MonitorApp(App):
             self.launching = False  # the new trainer has loaded its checkpoint and said so
         self.steerable = (view.status.state, bool(view.checkpoints))
         self.query_one(RunHeader).show(view, self.launching)
+        self.query_one(AlertBanner).show(view)
+        self.query_one(AlertList).show(view)
         self.query_one(ProgressPanel).show(view)
         self.query_one(SystemLine).show(view)
         for table in self.query(CheckpointTable):

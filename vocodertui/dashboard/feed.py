@@ -20,12 +20,18 @@ import psutil
 from trainer import pidfile
 from trainer.records import SEGMENTS, Event, Metrics, Quality, Validation, supersede
 from trainer.rundir import RunPaths
+from vocodertui import alerts
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, current_timeline, effective, rewinds_of
-from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status
+from vocodertui.runstate import CheckpointInfo, RunStatus, checkpoint_table, derive_status, run_config
 
 HEAD_SAMPLE = 4000  # older lines parsed for whole-run plots
 COLUMN = {name: i for i, name in enumerate(METRIC_COLUMNS)}
 VERSIONS = itertools.count(1)  # one sequence for every feed, so two runs' curves never compare equal
+# The warnings are computed again after new records at most once a second, at once when the run's state
+# changes, every second while it is stalled, and every 10 s anyway (the disk fills without a record).
+ALERTS_EVERY_S = 1.0
+ALERTS_IDLE_S = 10.0
+ALERT_RECORDS = 4096  # newest metrics lines kept as records: at least what status reads (alerts.TAIL_BYTES), so both agree
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class RunFeed:
         self.run = run
         self.clock = clock
         self.system = system
-        self.metrics = MetricsFollower(run.metrics)
+        self.metrics = MetricsFollower(run.metrics, keep_records=ALERT_RECORDS)
         self.event_reader = JsonlFollower(run.events, Event)
         self.quality_reader = JsonlFollower(run.metrics, Quality)
         self.events: list[Event] = []
@@ -101,6 +107,9 @@ class RunFeed:
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.rows_version = next(VERSIONS)
         self._rows_stale = True
+        self.alerts: list[alerts.Alert] = []
+        self._alerts_for: tuple[float, str] = (-float("inf"), "")  # (monotonic time, state) of the last computation
+        self._alerts_stale = True  # records arrived since
 
     def index_some(self) -> bool:
         """Index a chunk of older metrics lines; True while there is more to index."""
@@ -121,8 +130,10 @@ class RunFeed:
             self.quality = []
         self.quality.extend(new_quality)
         rewinds = rewinds_of(new_events)
-        if self.metrics.poll() or rewinds or reset:
+        polled = self.metrics.poll()
+        if polled or rewinds or reset:
             self._rows_stale = True
+        self._alerts_stale |= polled or bool(new_events) or reset
         if self._rows_stale:
             sample = self.metrics.head_sample(HEAD_SAMPLE)
             self.rows = effective(np.concatenate([sample, self.metrics.recent]), rewinds_of(self.events))
@@ -130,8 +141,19 @@ class RunFeed:
             self._rows_stale = False
 
         liveness = pidfile.check(self.run)
-        status = derive_status(self.run, self.events, list(self.metrics.last_records), liveness, self.clock(),
-                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped)
+        config, config_problem = run_config(self.run)
+        now, recent = self.clock(), list(self.metrics.last_records)
+        status = derive_status(self.run, self.events, recent, liveness, now,
+                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped,
+                               thresholds=config.alerts if config else None)
+        system = self.system(self.run, status.rss_bytes)
+        computed_at, state = self._alerts_for
+        waited = time.monotonic() - computed_at
+        if (status.state != state or waited >= ALERTS_IDLE_S or (self._alerts_stale and waited >= ALERTS_EVERY_S)
+                or (status.state == "stalled" and waited >= ALERTS_EVERY_S)):  # its message counts the seconds
+            self.alerts = alerts.for_run(self.run, status, self.events, recent, system.disk_free, config, config_problem, now)
+            self._alerts_for, self._alerts_stale = (time.monotonic(), status.state), False
+        status.warnings = self.alerts
         timeline = supersede(self.events)
         validations = tuple((e.step, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
         segment = next((e for e in reversed(self.events) if isinstance(e, SEGMENTS)), None)
@@ -147,7 +169,7 @@ class RunFeed:
             milestones=tuple(segment.milestones) if segment else (),
             samples=self._latest_samples(timeline, quality),
             quality=quality,
-            system=self.system(self.run, status.rss_bytes),
+            system=system,
             indexing=not self.metrics.head_indexed,
         )
 
