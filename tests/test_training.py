@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import soundfile
 import torch
@@ -19,6 +20,8 @@ from trainer.rundir import RunPaths, read_jsonl, read_records
 from vocodertui.runstate import checkpoint_table
 
 from conftest import REPO, write_config
+
+STEP_TIMES = ("time_data", "time_d", "time_g", "time_optim", "time_other")
 
 
 def train(config, corpus, logs, run="r", **kwargs) -> RunPaths:
@@ -48,9 +51,14 @@ def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
     assert [m["step"] for m in metrics] == [2, 4, 6]
     for m in metrics:
         assert set(m) == {"time", "step", "epoch", "loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "loss_stft", "lr",
-                          "steps_per_s", "grad_norm_g", "grad_norm_d"}
+                          "steps_per_s", "grad_norm_g", "grad_norm_d", *STEP_TIMES, "rss_bytes"}
         assert m["loss_stft"] is None  # the demo recipe has no STFT loss
         assert m["loss_g"] > m["loss_adv"] + m["loss_fm"] > 0 and m["steps_per_s"] > 0
+        # where the step time went: every phase took some, and together they are the interval's wall time
+        assert all(m[t] > 0 for t in STEP_TIMES if t != "time_other") and m["time_other"] >= 0
+        assert sum(m[t] for t in STEP_TIMES) == pytest.approx(1 / m["steps_per_s"], rel=1e-6)
+        assert m["time_d"] + m["time_g"] > m["time_data"]  # the demo corpus's batches are cached crops
+        assert 50e6 < m["rss_bytes"] < psutil.virtual_memory().total  # torch and the networks, in this process
     events = read_jsonl(run.events)
     kinds = [(e["event"], e["step"]) for e in events]
     assert kinds[0] == ("start", 0)
