@@ -182,6 +182,12 @@ class DataConfig:
 
 
 @dataclass
+class LoggingConfig:
+    # Also write TensorBoard event files under logs/<run>/tensorboard/ (trainer/tensorboard_log.py).
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     name: str = "hifigan"
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -191,6 +197,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -586,7 +593,7 @@ def dump_config(cfg: Config) -> str:
 
 
 # What a resume may change of the config its checkpoint was trained with, without asking.
-FREE_ON_RESUME = ("name", "schedule", "training.target_step")
+FREE_ON_RESUME = ("name", "schedule", "logging", "training.target_step")
 
 
 def config_changes(saved: dict[str, Any], current: Config) -> list[str]:
