@@ -127,6 +127,8 @@ def test_tensorboard_export_holds_every_scalar_of_the_current_timeline(tmp_path,
     write_records(run, written)
     assert main(["export-metrics", "--run", run.name, "--logs-dir", str(tmp_path), "--format", "tensorboard"]) == 0
     out = capsys.readouterr().out
+    scalars = sum(len(points) for points in expected_scalars(current).values())
+    assert f"crafted's {scalars} scalars, 1 image, 2 audio clips to" in out  # the sample and its reference
     assert f"tensorboard --logdir {run.root / 'tensorboard'}" in out
     assert_tensorboard_shows(run.root / "tensorboard", current)
 
@@ -189,7 +191,7 @@ def test_export_refuses_to_add_a_second_set_and_overwrite_replaces_it(tmp_path, 
     assert main(command) == 0
     assert main(command) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already holds 1 tensorboard export files" in err and "--overwrite" in err
+    assert err.count("\n") == 1 and "tensorboard already holds events.out.tfevents." in err and "--overwrite" in err
     assert main([*command, "--overwrite"]) == 0
     assert len(list((run.root / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert_tensorboard_shows(run.root / "tensorboard", current)

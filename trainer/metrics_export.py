@@ -28,8 +28,7 @@ FORMATS = ("tensorboard", "csv")
 @dataclass
 class ExportReport:
     out: Path
-    records: int
-    rows: dict[str, int] = field(default_factory=dict)  # csv: rows per file
+    written: dict[str, int] = field(default_factory=dict)  # csv: rows per file; tensorboard: points per kind
     skipped: list[str] = field(default_factory=list)  # sample files that could not be read
 
 
@@ -47,8 +46,9 @@ def export_metrics(run: RunPaths, fmt: str, out: Optional[Path] = None, overwrit
         raise UserError(f"--out {out} is a file: name a folder (it is created if missing)")
     existing = _existing_outputs(out, fmt)
     if existing and not overwrite:
-        raise UserError(f"{out} already holds {len(existing)} {fmt} export files ({existing[0].name}, …): pass --overwrite "
-                        "to replace them (the run directory has all they hold), or --out another folder")
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise UserError(f"{out} already holds {existing[0].name}{more}: pass --overwrite to write the export afresh "
+                        "(nothing is lost: the run directory holds it all), or --out another folder")
     if existing and out.resolve() == default_out(run, "tensorboard").resolve() and pidfile.check(run).alive:
         raise UserError(f"run {run.name} is training and its trainer may be writing {out}: export to another folder "
                         "with --out, or stop it first")
@@ -58,14 +58,14 @@ def export_metrics(run: RunPaths, fmt: str, out: Optional[Path] = None, overwrit
             path.unlink()
         records = current_records(run)
         if fmt == "csv":
-            return ExportReport(out, len(records), rows=write_csv(records, out))
+            return ExportReport(out, written=write_csv(records, out))
         from trainer.tensorboard_log import EventWriter, write_record
 
         writer = EventWriter(out)
         for record in records:
             write_record(writer, record, run)
         writer.close()
-        return ExportReport(out, len(records), skipped=writer.skipped)
+        return ExportReport(out, written=writer.written, skipped=writer.skipped)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}; pass --out with a folder you can write") from None
 

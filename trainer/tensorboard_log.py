@@ -59,8 +59,10 @@ class EventWriter:
         folder.mkdir(parents=True, exist_ok=True)
         self.file = EventFileWriter(str(folder), flush_secs=flush_secs)
         self.skipped: list[str] = []  # sample files that could not be read: "path: reason"
+        self.written = {"scalar": 0, "image": 0, "audio clip": 0}
 
     def _add(self, step: int, wall_time: float, value: Summary.Value) -> None:
+        self.written[{"simple_value": "scalar", "image": "image", "audio": "audio clip"}[value.WhichOneof("value")]] += 1
         self.file.add_event(TfEvent(wall_time=wall_time, step=step, summary=Summary(value=[value])))
 
     def scalar(self, tag: str, value: Optional[float], step: int, wall_time: float) -> None:
@@ -182,4 +184,7 @@ class LiveTensorBoard:
 
     def close(self) -> None:
         if self.writer is not None and not self.failed:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as exc:
+                log.warning("TensorBoard: the last points could not be written: %s", exc)

@@ -359,10 +359,11 @@ def cmd_export_metrics(args: argparse.Namespace) -> int:
     run = resolve_run_arg(args)
     report = export_metrics(run, args.format, Path(args.out) if args.out else None, args.overwrite)
     if args.format == "csv":
-        files = ", ".join(f"{name} ({rows} rows)" for name, rows in report.rows.items())
+        files = ", ".join(f"{name} ({rows} rows)" for name, rows in report.written.items())
         print(f"wrote {files} to {report.out}/")
     else:
-        print(f"wrote {report.records} records of {run.name} as TensorBoard events to {report.out}/")
+        points = ", ".join(f"{count} {kind}{'' if count == 1 else 's'}" for kind, count in report.written.items())
+        print(f"wrote {run.name}'s {points} to {report.out}/")
         print(f"view them:  tensorboard --logdir {report.out}")
     for problem in report.skipped:
         print(f"vocodertui: skipped {problem}", file=sys.stderr)
