@@ -57,7 +57,7 @@ class EventWriter:
 
     def __init__(self, folder: Path, flush_secs: float = 30):
         folder.mkdir(parents=True, exist_ok=True)
-        self.file = EventFileWriter(str(folder), flush_secs=flush_secs)
+        self.file = EventFileWriter(str(folder), max_queue_size=1024, flush_secs=flush_secs)  # the caller never waits on the disk
         self.skipped: list[str] = []  # sample files that could not be read: "path: reason"
         self.written = {"scalar": 0, "image": 0, "audio clip": 0}
 
