@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import soundfile
 import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from trainer.checkpoint import load_file
 from trainer.errors import UserError
@@ -19,6 +22,8 @@ from trainer.rundir import RunPaths, read_jsonl, read_records
 from vocodertui.runstate import checkpoint_table
 
 from conftest import REPO, write_config
+
+STEP_TIMES = ("time_data", "time_d", "time_g", "time_optim", "time_other")
 
 
 def train(config, corpus, logs, run="r", **kwargs) -> RunPaths:
@@ -43,14 +48,21 @@ def assert_same_state(a: Path, b: Path):
 
 
 def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
+    config = yaml.safe_load(quick_config.read_text())
+    quick_config.write_text(yaml.safe_dump({**config, "logging": {"tensorboard": True}}))
     run = train(quick_config, demo_corpus, tmp_path, target_step=6)
     metrics = read_jsonl(run.metrics)
     assert [m["step"] for m in metrics] == [2, 4, 6]
     for m in metrics:
         assert set(m) == {"time", "step", "epoch", "loss_g", "loss_d", "loss_mel", "loss_adv", "loss_fm", "loss_stft", "lr",
-                          "steps_per_s", "grad_norm_g", "grad_norm_d"}
+                          "steps_per_s", "grad_norm_g", "grad_norm_d", *STEP_TIMES, "rss_bytes"}
         assert m["loss_stft"] is None  # the demo recipe has no STFT loss
         assert m["loss_g"] > m["loss_adv"] + m["loss_fm"] > 0 and m["steps_per_s"] > 0
+        # where the step time went: every phase took some, and together they are the interval's wall time
+        assert all(m[t] > 0 for t in STEP_TIMES if t != "time_other") and m["time_other"] >= 0
+        assert sum(m[t] for t in STEP_TIMES) == pytest.approx(1 / m["steps_per_s"], rel=1e-6)
+        assert m["time_d"] + m["time_g"] > m["time_data"]  # the demo corpus's batches are cached crops
+        assert 50e6 < m["rss_bytes"] < psutil.virtual_memory().total  # torch and the networks, in this process
     events = read_jsonl(run.events)
     kinds = [(e["event"], e["step"]) for e in events]
     assert kinds[0] == ("start", 0)
@@ -75,6 +87,15 @@ def test_run_directory_after_a_short_run(quick_config, demo_corpus, tmp_path):
     np.testing.assert_allclose(reference, cached[:len(reference)], rtol=0, atol=1 / 32768)
     assert "target_step: 6" in run.config.read_text()
     assert "checkpoint ckpt_00000006.pt" in run.log.read_text()
+    # logging.tensorboard: the same values, and each validation's samples, in TensorBoard's event files
+    board = EventAccumulator(str(run.root / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "audio": 0})
+    board.Reload()
+    for field, tag in (("loss_g", "loss/g"), ("loss_mel", "loss/mel"), ("time_d", "step_time/d"), ("lr", "train/lr")):
+        assert [(s.step, s.value) for s in board.Scalars(tag)] == [(m["step"], np.float32(m[field])) for m in metrics]
+    validated = [e["step"] for e in events if e["event"] == "validation"]
+    assert [s.step for s in board.Scalars("validation/mel_l1")] == validated == [2, 3, 4, 6]
+    assert [a.step for a in board.Audio(f"audio/{wavs[0].stem}")] == validated
+    assert [i.step for i in board.Images(f"spectrogram/{pngs[0].stem}")] == validated
 
 
 def test_quality_is_scored_in_training_and_best_by_keeps_the_highest_pesq(demo_corpus, tmp_path):

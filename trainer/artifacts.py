@@ -36,6 +36,11 @@ class Artifacts:
         self.world = world
         self.metrics = JsonlWriter(run.metrics, on_reopen=self._reopened) if world.is_main else None
         self.events = JsonlWriter(run.events, on_reopen=self._reopened) if world.is_main else None
+        self.tensorboard = None
+        if cfg.logging.tensorboard and world.is_main:
+            from trainer.tensorboard_log import LiveTensorBoard  # imported by the runs that ask for it alone
+
+            self.tensorboard = LiveTensorBoard(run)
         self.last_validation: Optional[tuple[int, Optional[float]]] = None  # (step, val mel-L1)
         self.last_quality: Optional[tuple[int, dict[str, float]]] = None  # (step, metric -> mean)
         self.checkpoint_scores: dict[int, dict[str, float]] = {}  # the checkpoints retention knows of
@@ -45,11 +50,16 @@ class Artifacts:
 
     def event(self, kind: type[Event], step: int, **fields: Any) -> None:
         if self.events is not None:
-            self.events.write(kind(time=time.time(), step=step, **fields))
+            record = kind(time=time.time(), step=step, **fields)
+            self.events.write(record)
+            if self.tensorboard is not None:
+                self.tensorboard.record(record)
 
     def write_metrics(self, record: Metrics | Quality) -> None:
         if self.metrics is not None:
             self.metrics.write(record)
+            if self.tensorboard is not None:
+                self.tensorboard.record(record)
 
     def _reopened(self, path: Path, reason: str, record: Record) -> None:
         """A writer found its file deleted or replaced and opened the path again; ``record`` is the
@@ -181,6 +191,6 @@ class Artifacts:
                 del self.checkpoint_scores[step]
 
     def close(self) -> None:
-        for writer in (self.metrics, self.events):
+        for writer in (self.metrics, self.events, self.tensorboard):
             if writer is not None:
                 writer.close()

@@ -216,6 +216,12 @@ class AlertsConfig:
 
 
 @dataclass
+class LoggingConfig:
+    # Also write TensorBoard event files under logs/<run>/tensorboard/ (trainer/tensorboard_log.py).
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     name: str = "hifigan"
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -226,6 +232,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -638,7 +645,7 @@ def dump_config(cfg: Config) -> str:
 
 
 # What a resume may change of the config its checkpoint was trained with, without asking.
-FREE_ON_RESUME = ("name", "schedule", "alerts", "training.target_step")
+FREE_ON_RESUME = ("name", "schedule", "alerts", "logging", "training.target_step")
 
 
 def config_changes(saved: dict[str, Any], current: Config) -> list[str]:

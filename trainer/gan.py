@@ -26,6 +26,12 @@ from trainer.multiscale_mel import MultiScaleMelLoss
 from trainer.records import LOSSES
 from trainer.registry import build_discriminators, build_generator
 from trainer.schedules import LearningRateSchedule
+from trainer.step_clock import StepClock
+
+
+def _unmarked(phase: str) -> None:
+    """The mark of a step nobody times."""
+
 
 def total(terms: list[torch.Tensor]) -> torch.Tensor:
     """``terms[0] + terms[1] + ...`` left to right, as the reference writes its sums."""
@@ -103,20 +109,25 @@ class Gan:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def step(self, mel: torch.Tensor, audio: torch.Tensor, measure_grads: bool, step: int = 0, epoch: int = 0) -> StepResult:
+    def step(self, mel: torch.Tensor, audio: torch.Tensor, measure_grads: bool, step: int = 0, epoch: int = 0,
+             clock: Optional[StepClock] = None) -> StepResult:
         """One D update then one G update on a batch, ``step`` updates into training, in ``epoch``;
         returns detached losses (and grad norms if asked). Before ``discriminator_start_step`` the
-        generator learns from the reconstruction losses alone and the discriminators rest."""
+        generator learns from the reconstruction losses alone and the discriminators rest. ``clock``
+        is told where each phase ends."""
+        mark = clock.mark if clock is not None else _unmarked
         lam = self.cfg.training
         adversarial = step >= lam.discriminator_start_step
         self.scheduler_g.before_step(step, epoch)
         self.scheduler_d.before_step(step, epoch)
         mel = mel.to(self.device, non_blocking=True)
         audio = audio.to(self.device, non_blocking=True)
+        mark("data")
         y = audio.unsqueeze(1)
         with self.autocast():
             y_g_hat = self.train_g(mel)
         loss_mel, loss_stft = self.reconstruction(y_g_hat.squeeze(1), audio)
+        mark("g")
 
         grad_norm_d = None
         loss_d = audio.new_zeros(())
@@ -126,8 +137,10 @@ class Gan:
                 scores = [d(y, y_g_hat.detach()) for d in self.train_ds.values()]
                 loss_d = total([self.gan_loss.discriminator(real, fake) for real, fake, _, _ in scores])
             self.scaler.scale(loss_d).backward()
+            mark("d")
             grad_norm_d = self._unscale_and_clip(self.optim_d, measure_grads)
             self.scaler.step(self.optim_d)
+            mark("optim")
 
         self.optim_g.zero_grad(set_to_none=True)
         adv, fm = [audio.new_zeros(())], [audio.new_zeros(())]
@@ -144,9 +157,11 @@ class Gan:
                 terms.append(loss_stft * lam.lambda_stft)
             loss_g = total(terms)
         self.scaler.scale(loss_g).backward()
+        mark("g")
         grad_norm_g = self._unscale_and_clip(self.optim_g, measure_grads)
         self.scaler.step(self.optim_g)
         self.scaler.update()
+        mark("optim")
 
         stft = loss_stft if loss_stft is not None else audio.new_zeros(())
         losses = torch.stack([loss_g, loss_d, loss_mel, total(adv), total(fm), stft]).detach().float()

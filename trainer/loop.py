@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 from trainer import checkpoint as ckpt
@@ -27,6 +28,7 @@ from trainer.gan import Gan
 from trainer.records import LOSSES, Crashed, Finished, Metrics, Milestone, NanRollback, SkippedBatch, Stopped, Stopping
 from trainer.requests import Requests
 from trainer.rundir import RunPaths
+from trainer.step_clock import StepClock
 
 log = logging.getLogger("trainer")
 
@@ -48,18 +50,25 @@ class Trainer:
         self.requests = Requests(world, gan.device, on_stop=lambda name: self.artifacts.event(Stopping, self.step, reason=name))
         self.interval = torch.zeros(len(LOSSES), device=gan.device)  # loss sums since the last metrics line
         self.interval_steps, self.interval_start = 0, time.perf_counter()
+        self.clock = StepClock(gan.device)  # where the interval's time went
+        self.process = psutil.Process()
 
     def fit(self) -> str:
         """Train until the target step or a stop request; returns 'finished' or 'stopped'."""
         s = self.cfg.schedule
         with self.requests.installed():
+            self.clock.waiting()
             while not self.done():
                 for mel, audio in self.data.loader(self.epoch, self.batch_in_epoch, self.world.rank, self.world.size):
+                    self.clock.batch_ready()
                     logs_now = (self.step + 1) % s.log_every == 0
-                    out = self.gan.step(mel, audio, measure_grads=logs_now, step=self.step, epoch=self.epoch)
+                    out = self.gan.step(mel, audio, measure_grads=logs_now, step=self.step, epoch=self.epoch, clock=self.clock)
                     out.losses = self.requests.take(out.losses)
-                    if not torch.isfinite(out.losses).all():
+                    finite = bool(torch.isfinite(out.losses).all())  # the host waits for the step here
+                    self.clock.step_done()
+                    if not finite:
                         self.roll_back()
+                        self.clock.waiting()
                         continue
                     self.advance(out.losses)
                     if logs_now:
@@ -67,6 +76,7 @@ class Trainer:
                     self.validate_and_checkpoint_when_due()
                     if self.done():
                         break
+                    self.clock.waiting()
                 if self.batch_in_epoch >= self.data.batches_per_epoch:
                     self.end_epoch()
         return self.finish()
@@ -118,6 +128,7 @@ class Trainer:
     def start_interval(self) -> None:
         self.interval.zero_()
         self.interval_steps, self.interval_start = 0, time.perf_counter()
+        self.clock.reset()
 
     def write_metrics(self, out) -> None:
         elapsed = time.perf_counter() - self.interval_start
@@ -125,7 +136,8 @@ class Trainer:
                  if name in self.gan.trained_losses}
         record = Metrics(time=time.time(), step=self.step, epoch=self.epoch, **means, lr=self.gan.lr,
                          steps_per_s=self.interval_steps / elapsed if elapsed > 0 else None,
-                         grad_norm_g=out.grad_norm_g.item(), grad_norm_d=out.grad_norm_d.item())
+                         grad_norm_g=out.grad_norm_g.item(), grad_norm_d=out.grad_norm_d.item(),
+                         **self.clock.per_step(self.interval_steps, elapsed), rss_bytes=self.process.memory_info().rss)
         self.artifacts.write_metrics(record)
         log.info("step %d/%d  epoch %d  loss_g %.3f  loss_d %.3f  mel %.4f  %.2f steps/s",
                  self.step, self.target_step, self.epoch, record.loss_g, record.loss_d, record.loss_mel,

@@ -51,6 +51,16 @@ class Metrics(msgspec.Struct):
     steps_per_s: described(Optional[float], "steps in the interval ÷ wall time of the interval; `null` if that time is 0") = None
     grad_norm_g: described(Optional[float], "total L2 gradient norm of the generator, after unscaling and before clipping") = None
     grad_norm_d: described(Optional[float], "the same for both discriminators") = None
+    time_data: described(Optional[float], "seconds per step spent waiting for the batch (the data loader) and moving it to "
+                         "the device; a mean over the interval, as the other `time_` fields", "data wait") = None
+    time_d: described(Optional[float], "seconds per step in the discriminators' forward and backward passes", "D fwd+bwd") = None
+    time_g: described(Optional[float], "seconds per step in the generator's forward and backward passes, with the "
+                      "reconstruction losses and the generator-side pass through the discriminators", "G fwd+bwd") = None
+    time_optim: described(Optional[float], "seconds per step in the optimiser steps, with unscaling and clipping", "optimiser") = None
+    time_other: described(Optional[float], "seconds per step in everything else (bookkeeping, validation, checkpoints): "
+                          "`1 / steps_per_s` minus the other four", "other") = None
+    rss_bytes: described(Optional[int], "resident set size of the trainer process (rank 0) when the line was written",
+                         "trainer RSS") = None
 
 
 # The losses the training step returns, in this order; the dashboard plots the first five.

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from trainer.config import PITCH_MODELS
 from trainer.errors import UserError
+from trainer.metrics_export import FORMATS
 from trainer.records import QUALITY_METRICS
 from vocodertui.control import ControlError
 from vocodertui.units import format_bytes, format_duration
@@ -354,6 +355,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_metrics(args: argparse.Namespace) -> int:
+    from trainer.metrics_export import export_metrics
+
+    run = resolve_run_arg(args)
+    report = export_metrics(run, args.format, Path(args.out) if args.out else None, args.overwrite)
+    if args.format == "csv":
+        files = ", ".join(f"{name} ({rows} rows)" for name, rows in report.written.items())
+        print(f"wrote {files} to {report.out}/")
+    else:
+        points = ", ".join(f"{count} {kind}{'' if count == 1 else 's'}" for kind, count in report.written.items())
+        print(f"wrote {run.name}'s {points} to {report.out}/")
+        print(f"view them:  tensorboard --logdir {report.out}")
+    for problem in report.skipped:
+        print(f"vocodertui: skipped {problem}", file=sys.stderr)
+    return 0
+
+
 class UsageError(Exception):
     """A command line argparse cannot parse; the message is one line."""
 
@@ -466,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--config", help="config for a jik876 checkpoint (default: config.json beside it)")
     export.add_argument("--out", required=True, help="output file, e.g. g_00500000 (config.json is written beside it)")
     export.set_defaults(func=cmd_export)
+
+    export_metrics = sub.add_parser("export-metrics", help="a run's metrics, validation and quality as TensorBoard event files or CSV")
+    export_metrics.add_argument("--run", help="run name (default: the most recently active run)")
+    export_metrics.add_argument("--logs-dir", default="logs")
+    export_metrics.add_argument("--format", required=True, choices=FORMATS)
+    export_metrics.add_argument("--out", help="output folder (default: <run>/tensorboard for tensorboard, <run>/export for csv)")
+    export_metrics.add_argument("--overwrite", action="store_true",
+                                help="replace the event files or CSV files the folder already holds (default: refuse)")
+    export_metrics.set_defaults(func=cmd_export_metrics)
     return parser
 
 
