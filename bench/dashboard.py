@@ -59,7 +59,7 @@ async def measure_app(run: RunPaths, samples: int) -> dict:
     app = MonitorApp(run, run.root.parent)
     last_step = None
     async with app.run_test(size=(120, 40)) as pilot:
-        while app.view is None or app.query_one(LossesPane).curves is None:
+        while app.view is None or not app.query_one(LossesPane).curves:
             await pilot.pause(0.001)
         first_render = time.perf_counter() - constructed
         last_step = int(app.view.status.step)
@@ -74,7 +74,7 @@ async def measure_app(run: RunPaths, samples: int) -> dict:
             written = time.perf_counter()
             writer.write({"time": time.time(), "step": step, "epoch": 1, "loss_g": 31.0, "loss_d": 3.1, "loss_mel": 0.31,
                           "loss_adv": 2.1, "loss_fm": 1.1, "lr": 0.0002, "steps_per_s": 4.0})
-            while app.view.curves.rows[-1, 1] != step or app.query_one(LossesPane).curves != app.view.curves:
+            while app.view.curves.rows[-1, 1] != step or app.query_one(LossesPane).curves != (app.view.curves,):
                 await pilot.pause(0.001)
             latencies.append(time.perf_counter() - written)
         writer.close()

@@ -21,7 +21,9 @@ import numpy as np
 from trainer.records import LOSSES, QUALITY_PREFIX, REWINDS, Event, Metrics, Quality
 from trainer.rundir import Kind, decode_lines
 
-METRIC_COLUMNS = ("time", "step", *LOSSES)
+STEP_TIMES = ("time_data", "time_d", "time_g", "time_optim", "time_other")  # seconds per step, by phase
+HEALTH = ("lr", "grad_norm_g", "grad_norm_d", "steps_per_s", *STEP_TIMES, "rss_bytes")
+METRIC_COLUMNS = ("time", "step", *LOSSES, *HEALTH)
 TAIL_BYTES = 1 << 20
 INDEX_CHUNK_BYTES = 8 << 20
 
@@ -84,8 +86,9 @@ def current_timeline(records: list, rewinds: list[tuple[float, int]]) -> list:
 
 
 def columns_of(records: list[Metrics]) -> np.ndarray:
-    """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a null value is NaN."""
-    rows = [[getattr(r, k) for k in METRIC_COLUMNS] for r in records]
+    """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a null value, or a field the
+    trainer that wrote the line did not have yet, is NaN."""
+    rows = [[getattr(r, k, None) for k in METRIC_COLUMNS] for r in records]
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
 
 
