@@ -35,7 +35,7 @@ class RunSummary:
 
     @property
     def recipe(self) -> str:
-        return recipe(self.config) if self.config else "-"
+        return recipe(self.config) if self.config else "no readable config"
 
 
 def summarize(run: RunPaths, now: Optional[float] = None) -> RunSummary:

@@ -48,8 +48,8 @@ class RunsPane(TabPane):
     def show_runs(self, found: list[RunSummary]) -> None:
         compared = self.compared
         self.query_one("#runs-summary", Static).update(
-            f"{len(found)} runs under {escape(str(self.logs_dir))} at {datetime.datetime.now():%H:%M:%S} "
-            f"(read when this tab is shown)  ·  compare runs: l, space marks, enter applies")
+            f"{len(found)} runs under {escape(str(self.logs_dir))} (read when this tab is shown)  ·  "
+            f"compare runs: l, space marks, enter applies")
         metrics = scored_metrics([s.best for s in found if s.best is not None])
         table = self.query_one("#runs-table", DataTable)
         table.clear(columns=True)
