@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recordkit import make
-from trainer.records import Metrics, NanRollback, Resume, Start, encode, supersede
+from trainer.records import Metrics, NanRollback, Quality, Resume, Start, encode, supersede
 from trainer.rundir import JsonlWriter
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, columns_of, effective, rewinds_of
 from vocodertui.series import EMA_WEIGHTS, downsample, ema, moving_mean, positive_for_log, smooth, trend
@@ -91,6 +91,27 @@ def test_metrics_follower_opens_a_big_file_from_its_tail_and_indexes_the_rest_la
     writer = JsonlWriter(path)
     writer.write(metric(20001))
     assert follower.poll() and follower.recent[-1, 1] == 20001
+
+
+def test_metrics_follower_finds_the_older_quality_lines_as_it_indexes_them(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = JsonlWriter(path)
+    for step in range(1, 5001):
+        writer.write(metric(step))
+        if step % 1000 == 0:
+            writer.write(make(Quality, time=float(step), step=step, metrics={}))
+    writer.close()
+    append(path, raw=b'{"kind":"quality","time":1,"step":"garbled"}\n')
+    follower = MetricsFollower(path, tail_bytes=16 * 1024)
+    follower.poll()
+    assert [q.step for q in follower.quality] == [5000]  # only the tail's so far
+    assert follower.skipped == 1
+    while follower.index_some(budget=32 * 1024):
+        pass
+    assert [q.step for q in follower.quality] == [1000, 2000, 3000, 4000, 5000]
+    append(path, make(Quality, time=6000.0, step=6000, metrics={}))
+    follower.poll()
+    assert [q.step for q in follower.quality][-2:] == [5000, 6000]
 
 
 def test_vectorised_supersede_agrees_with_the_record_by_record_rule():

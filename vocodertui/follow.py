@@ -5,8 +5,9 @@ written, never the size of the file. They hold back a line until its newline arr
 being written, or was torn by a kill), and start over when a file is truncated or replaced.
 
 ``MetricsFollower`` opens a file of any size quickly: it parses only its last megabyte at once and
-indexes the older lines lazily (their byte offsets, not their contents), so plots of the whole run
-parse an evenly spaced sample of them on demand. No torch and no textual here.
+indexes the older lines lazily (their byte offsets, not their contents, and the quality lines among
+them), so plots of the whole run parse an evenly spaced sample of them on demand. No torch and no
+textual here.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def columns_of(records: list[Metrics]) -> np.ndarray:
 
 
 class MetricsFollower:
-    """metrics.jsonl: the recent records parsed, the older lines indexed lazily and sampled on demand."""
+    """metrics.jsonl: the recent records parsed, the older lines indexed lazily and sampled on demand;
+    its quality records, those among the older lines as they are indexed."""
 
     def __init__(self, path: Path, tail_bytes: int = TAIL_BYTES, keep_recent: int = 200_000):
         self.path = path
@@ -112,6 +114,10 @@ class MetricsFollower:
         self.recent = np.zeros((0, len(METRIC_COLUMNS)))  # parsed records from head_end on, file order
         self.last_records: collections.deque[Metrics] = collections.deque(maxlen=64)
         self.follower = JsonlFollower(self.path, Metrics, start=self.head_end)
+        self.quality_follower = JsonlFollower(self.path, Quality, start=self.head_end)
+        self.head_quality: list[Quality] = []  # from the lines indexed so far
+        self.tail_quality: list[Quality] = []
+        self.head_quality_skipped = 0
         self._sample_cache: dict[int, np.ndarray] = {}
 
     def _line_start_before(self, offset: int) -> int:
@@ -131,12 +137,26 @@ class MetricsFollower:
     def head_indexed(self) -> bool:
         return self.indexed_to >= self.head_end
 
+    @property
+    def quality(self) -> list[Quality]:
+        """The quality records read so far, file order (the older lines' only once indexed)."""
+        return self.head_quality + self.tail_quality
+
+    @property
+    def skipped(self) -> int:
+        """Whole lines read so far that did not decode."""
+        return self.follower.skipped + self.quality_follower.skipped + self.head_quality_skipped
+
     def poll(self) -> bool:
         """Read what was appended; True when there is something new (or the file started over)."""
         records, reset = self.follower.read_new()
-        if reset:
+        quality, quality_reset = self.quality_follower.read_new()
+        if reset or quality_reset:
+            reset = True
             self._open()
             records, _ = self.follower.read_new()
+            quality, _ = self.quality_follower.read_new()
+        self.tail_quality.extend(quality)
         if records:
             self.last_records.extend(records)
             self.recent = np.concatenate([self.recent, columns_of(records)])[-self.keep_recent:]
@@ -152,6 +172,10 @@ class MetricsFollower:
         ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + 1 + self.indexed_to
         starts = np.concatenate([[self.indexed_to], ends[:-1]]) if len(ends) else np.zeros(0, dtype=np.int64)
         self.head_offsets = np.concatenate([self.head_offsets, starts.astype(np.int64)])
+        if len(ends):
+            quality = decode_lines(quality_lines(chunk[:ends[-1] - self.indexed_to]), Quality)
+            self.head_quality.extend(quality.records)
+            self.head_quality_skipped += quality.skipped
         self.indexed_to = int(ends[-1]) if len(ends) else self.head_end
         return not self.head_indexed
 

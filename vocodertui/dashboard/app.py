@@ -29,7 +29,7 @@ from vocodertui.dashboard.feed import RunFeed, RunView
 from vocodertui.dashboard.health import HealthPane
 from vocodertui.dashboard.panes import LossesPane, QualityPane, RunQuality, SamplesPane
 from vocodertui.dashboard.plotting import PlotSettings
-from vocodertui.dashboard.reader import RunReader
+from vocodertui.dashboard.reader import COMPARED_TICK_S, TICK_S, RunReader
 from vocodertui.dashboard.runs import RunsPane
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, HelpScreen, RunPicker
 from vocodertui.dashboard.widgets import RUN_COLOURS, CheckpointTable, EventLog, ProgressPanel, RunHeader, SystemLine
@@ -125,6 +125,7 @@ class MonitorApp(App):
             if run not in self.readers:
                 self.readers[run] = RunReader(run, self.make_feed)
                 self.read(self.readers[run])
+            self.readers[run].set_tick(TICK_S if run == self.run_paths else COMPARED_TICK_S)
         self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
 
     @work(thread=True, group="feed")

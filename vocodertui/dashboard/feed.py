@@ -101,9 +101,7 @@ class RunFeed:
         self.system = system
         self.metrics = MetricsFollower(run.metrics)
         self.event_reader = JsonlFollower(run.events, Event)
-        self.quality_reader = JsonlFollower(run.metrics, Quality)
         self.events: list[Event] = []
-        self.quality: list[Quality] = []
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.rows_version = next(VERSIONS)
         self._rows_stale = True
@@ -122,10 +120,6 @@ class RunFeed:
         if reset:
             self.events = []
         self.events.extend(new_events)
-        new_quality, quality_reset = self.quality_reader.read_new()
-        if quality_reset:
-            self.quality = []
-        self.quality.extend(new_quality)
         rewinds = rewinds_of(new_events)
         if self.metrics.poll() or rewinds or reset:
             self._rows_stale = True
@@ -137,7 +131,7 @@ class RunFeed:
 
         liveness = pidfile.check(self.run)
         status = derive_status(self.run, self.events, list(self.metrics.last_records), liveness, self.clock(),
-                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped)
+                               skipped=self.event_reader.skipped + self.metrics.skipped)
         timeline = supersede(self.events)
         validations = tuple((e.step, e.time, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
         segment = next((e for e in reversed(self.events) if isinstance(e, SEGMENTS)), None)
@@ -145,7 +139,7 @@ class RunFeed:
         latest = self.metrics.last_records[-1] if self.metrics.last_records else None
         if latest is not None and rewinds and latest.time < rewinds[-1][0]:
             latest = None  # written before the last resume or rollback: another timeline
-        quality = tuple(sorted(current_timeline(self.quality, rewinds), key=lambda q: q.step))
+        quality = tuple(sorted(current_timeline(self.metrics.quality, rewinds), key=lambda q: q.step))
         return RunView(
             run=self.run, status=status, latest=latest,
             curves=Curves(self.run.name, self.rows_version, validations, self._started(), self.rows),
