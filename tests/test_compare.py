@@ -195,12 +195,13 @@ async def test_runs_tab_lists_every_run_and_the_config_keys_that_differ_between_
         table = app.query_one("#runs-table", DataTable)
         await until(pilot, lambda: table.row_count == 3, "the three runs")
         header = [str(c.label) for c in table.columns.values()]
-        assert header == ["", "run", "state", "step", "best val mel-L1", "best ckpt PESQ wb", "recipe", "started", "wall time"]
+        assert header == ["", "run", "state", "step", "best val mel-L1", "recipe", "started", "wall time", "PESQ wb"]
         rows = {row[1]: [str(cell) for cell in row] for row in (table.get_row_at(i) for i in range(3))}
-        assert rows["a"][2:7] == ["finished", "400 / 400", "0.5000", "3.25", "hifigan · msd+mpd · lsgan, mel single"]
-        assert rows["a"][8] == "3m 20s"  # from the start event to the finished one
-        assert rows["b"][2:7] == ["stopped", "300 / 400", "0.6500", "-", "bigvgan · mpd+mrd · lsgan, mel single, stft"]
-        assert rows["a"][0] == "●" and rows["b"][0] == "●" and rows["c"][0] == "" and rows["c"][6] == "no readable config"
+        assert rows["a"][2:6] == ["finished", "400 / 400", "0.5000", "hifigan · msd+mpd · lsgan, mel single"]
+        assert rows["a"][7:] == ["3m 20s", "3.25"]  # wall time from the start event to the finished one
+        assert rows["b"][2:6] == ["stopped", "300 / 400", "0.6500", "bigvgan · mpd+mrd · lsgan, mel single, stft"]
+        assert rows["b"][7:] == ["6m 40s", "-"]
+        assert rows["a"][0] == "●" and rows["b"][0] == "●" and rows["c"][0] == "" and rows["c"][5] == "no readable config"
         diff = app.query_one("#config-diff", DataTable)
         keys = {str(row[0]): [str(cell) for cell in row[1:]] for row in (diff.get_row_at(i) for i in range(diff.row_count))}
         assert keys["generator.type"] == ["hifigan", "bigvgan"] and keys["training.batch_size"] == ["16", "8"]

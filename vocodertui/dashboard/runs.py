@@ -48,21 +48,21 @@ class RunsPane(TabPane):
     def show_runs(self, found: list[RunSummary]) -> None:
         compared = self.compared
         self.query_one("#runs-summary", Static).update(
-            f"{len(found)} runs under {escape(str(self.logs_dir))} (read when this tab is shown)  ·  "
-            f"compare runs: l, space marks, enter applies")
+            f"{len(found)} runs under {escape(str(self.logs_dir))} (read when this tab is shown); quality: the best "
+            f"checkpoint's  ·  compare runs: l, space marks, enter applies")
         metrics = scored_metrics([s.best for s in found if s.best is not None])
         table = self.query_one("#runs-table", DataTable)
         table.clear(columns=True)
-        table.add_columns("", "run", "state", "step", "best val mel-L1", *(f"best ckpt {m.title}" for m in metrics),
-                          "recipe", "started", "wall time")
+        table.add_columns("", "run", "state", "step", "best val mel-L1", "recipe", "started", "wall time",
+                          *(m.title for m in metrics))
         for s in found:
             st = s.status
             mark = Text("●", style=hex_colour(RUN_COLOURS[compared.index(s.name)])) if s.name in compared else ""
             quality = quality_cells(s.best, metrics) if s.best is not None else ("-",) * len(metrics)
             table.add_row(mark, s.name, st.state, f"{st.step:,}" + (f" / {st.target_step:,}" if st.target_step else ""),
-                          f"{s.best_val:.4f}" if s.best_val is not None else "-", *quality, s.recipe,
+                          f"{s.best_val:.4f}" if s.best_val is not None else "-", s.recipe,
                           f"{datetime.datetime.fromtimestamp(s.started):%Y-%m-%d %H:%M}" if s.started else "-",
-                          format_duration(s.wall_s), key=s.name)
+                          format_duration(s.wall_s), *quality, key=s.name)
         self.show_diff({s.name: s for s in found})
 
     def show_diff(self, found: dict[str, RunSummary]) -> None:

@@ -86,7 +86,8 @@ class RunPicker(ModalScreen[Optional[tuple[str, ...]]]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Which runs? ↑↓ and enter switches; space marks runs to compare, then enter (esc cancels)")
+            yield Label("Enter switches to the highlighted run; space marks runs to compare, then enter "
+                        "applies the marks; esc cancels", classes="wrap")
             yield DataTable(cursor_type="row", id="runs")
 
     def on_mount(self) -> None:
