@@ -74,6 +74,19 @@ async def test_two_runs_overlay_every_plot_in_their_colours_with_a_legend(tmp_pa
         assert app.view.run == a.run and app.check_action("resume", ())  # the keys steer the first run
 
 
+async def test_switching_to_a_run_without_quality_clears_the_quality_plots(tmp_path):
+    a, b = finished_run(tmp_path / "a"), stopped_run(tmp_path / "b")
+    a.metrics.write(Quality(time=NOW - 7000, step=200, files=3, seconds=4.0, pitch_model="tiny", metrics=scored(2.5)))
+    app = compare(a.run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot, app)
+        plot = app.query_one("#quality-pesq_wb", LossPlot)
+        await until(pilot, lambda: len(plot.traces) == 1 and plot.traces[0].y.tolist() == [2.5], "a's score")
+        app.compare((b.run.name,))
+        await until(pilot, lambda: app.view is not None and app.view.run == b.run and len(plot.traces[0].y) == 0, "b's none")
+        assert text_of(app, "#quality-summary").startswith("no quality scored yet")
+
+
 async def test_a_single_run_has_no_legend_line(tmp_path):
     app = compare(finished_run(tmp_path / "a").run)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -49,6 +49,8 @@ class HealthPane(TabPane):
                 yield LossPlot(id=f"health-{column}")
             yield LossPlot(id="health-split")
 
+    stale = False  # something changed while the tab was hidden
+
     def watch_settings(self) -> None:
         self.draw()
 
@@ -56,9 +58,14 @@ class HealthPane(TabPane):
         self.query_one("#health-legend", Legend).show(tuple(c.name for c in self.curves))
         self.draw()
 
+    def on_show(self) -> None:
+        if self.stale:
+            self.draw()
+
     def draw(self) -> None:
         runs, s = self.curves, self.settings
-        if not runs:
+        self.stale = not self.display
+        if not runs or self.stale:  # hidden: drawn when shown
             return
         phases = "  ".join(f"[{hex_colour(PHASE_COLOURS[c])}]■[/] {name}" for c, name in PHASES.items())
         self.query_one("#health-settings", Static).update(

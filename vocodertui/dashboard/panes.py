@@ -160,6 +160,9 @@ def sample_scores(sample: str, step: int, quality: Optional[Quality]) -> str:
     return f"quality at step {step:,}: this file (the mean of {quality.files})\n" + "  ·  ".join(cells)
 
 
+NO_QUALITY = "no quality scored yet (schedule.quality_every)"
+
+
 @dataclass(frozen=True)
 class RunQuality:
     """One compared run's quality records (its current timeline's, step order)."""
@@ -180,7 +183,7 @@ class QualityPane(TabPane):
         super().__init__("Quality", id="quality")
 
     def compose(self) -> ComposeResult:
-        yield Static("no quality scored yet (schedule.quality_every)", id="quality-summary")
+        yield Static(NO_QUALITY, id="quality-summary")
         yield Legend(id="quality-legend")
         with Grid(id="quality-plots"):
             for name in QUALITY_METRICS:
@@ -195,13 +198,14 @@ class QualityPane(TabPane):
         self.draw()
 
     def draw(self) -> None:
-        if not self.runs or not any(r.records for r in self.runs):
-            return
-        records = self.runs[0].records
-        if records:
+        records = self.runs[0].records if self.runs else ()
+        summary = self.query_one("#quality-summary", Static)
+        if not records:
+            summary.update(NO_QUALITY)
+        else:
             latest = records[-1]
             unscored = f"  ·  {len(latest.unscored)} unscored (file, metric)" if latest.unscored else ""
-            self.query_one("#quality-summary", Static).update(
+            summary.update(
                 f"step {latest.step:,}: {latest.files} validation files in {latest.seconds:.1f} s, pitch model "
                 f"[b]{latest.pitch_model}[/b]{unscored}  ·  arrows: the latest scoring against the one before")
         for name, metric in QUALITY_METRICS.items():
