@@ -4,22 +4,28 @@ config diff), the Health tab, and the plot keys (x axis, log scale, EMA weight),
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 from textual.widgets import DataTable
 
 from trainer.config import config_from_dict
-from trainer.records import Metrics, Quality, Resume, Start, Stopped
+from trainer.records import EVENTS, Metrics, Quality, Resume, Start, Stopped
 from trainer.rundir import RunPaths, read_jsonl
 from vocodertui.cli import main
 from vocodertui.dashboard.app import MonitorApp
+from vocodertui.dashboard.feed import RunFeed
 from vocodertui.dashboard.panes import LossesPane, QualityPane
+from vocodertui.dashboard.plotting import PlotSettings, traces, validation_traces
 from vocodertui.dashboard.screens import RunPicker
 from vocodertui.dashboard.widgets import RUN_COLOURS, Legend, LossPlot
 from vocodertui.runstate import list_runs
-from vocodertui.runsummary import config_diff, wall_time
+from vocodertui.runsummary import config_diff, summarize, wall_time
 from recordkit import make
+from test_hostile_input import jsonl_files
 from test_monitor import NOW, FakeRun, finished_run, frozen_feed, scored, until, utc  # noqa: F401 (utc: a fixture)
 
 
@@ -304,3 +310,22 @@ def test_compare_snapshot(tmp_path, snap_compare, utc):  # noqa: F811
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=ready)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=jsonl_files(list(EVENTS)), metrics=jsonl_files([Metrics, Quality]))
+def test_any_run_directory_gives_a_runs_row_and_plottable_lines(events, metrics):
+    with tempfile.TemporaryDirectory() as folder:
+        run = RunPaths(Path(folder) / "r")
+        run.checkpoints.mkdir(parents=True)
+        run.events.write_bytes(events)
+        run.metrics.write_bytes(metrics)
+        row = summarize(run)
+        assert row.recipe == "no readable config" and (row.wall_s is None or row.wall_s == row.wall_s)
+        curves = RunFeed(run).view().curves
+        for settings_ in (PlotSettings(), PlotSettings(x="hours", smoothing="ema", log_y=True, window=1_000)):
+            for column in ("loss_g", "lr", "rss_bytes"):
+                lines, _ = traces((curves,), column, settings_, log_y=settings_.log_y)
+                assert len(lines[0].x) == len(lines[0].y)
+            lines, _ = validation_traces((curves,), settings_)
+            assert len(lines[0].x) == len(lines[0].y)
