@@ -154,13 +154,15 @@ async def test_a_log_scale_shows_a_zero_loss_at_the_least_positive_one_and_says_
     fake = FakeRun(tmp_path / "r")
     fake.start(NOW - 100)
     for step, adv in ((10, 0.0), (20, 0.0), (30, 2.0), (40, 1.5)):  # no discriminator before step 30
-        fake.metrics.write(Metrics(time=NOW - 100 + step, step=step, loss_g=1.0, loss_adv=adv))
+        fake.metrics.write(Metrics(time=NOW - 100 + step, step=step, loss_g=1.0, loss_adv=adv, loss_fm=0.0))
     app = compare(fake.run)
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot, app)
         await pilot.press("y")
         plot = app.query_one("#plot-loss_adv", LossPlot)
         assert plot.traces[0].y.tolist() == [1.5, 1.5, 2.0, 1.5] and plot.title.endswith("(≤0 clipped)")
+        zeros = app.query_one("#plot-loss_fm", LossPlot)  # nothing above 0: an empty plot, not a crash
+        assert zeros.log_y and "⠁" not in zeros.render().plain and "⣀" not in zeros.render().plain
 
 
 async def test_plus_and_minus_set_a_debiased_ema_whose_first_point_is_the_first_value(tmp_path):

@@ -208,9 +208,12 @@ class LossPlot(PlotextPlot):
         plt.ylim(None, None)
         drawn = []
         for trace in self.traces:
-            y = np.log10(trace.y) if self.log_y else trace.y
+            x, y = trace.x, trace.y
+            if self.log_y:
+                positive = y > 0  # a series with no value above 0 has nothing to show on a log axis
+                x, y = x[positive], np.log10(y[positive])
             if len(y):
-                x, y = downsample(trace.x, y, max(self.size.width * 2, 2))
+                x, y = downsample(x, y, max(self.size.width * 2, 2))
                 plt.plot(x.tolist(), y.tolist(), marker="braille", color=trace.colour)
                 drawn.append(y)
         if self.log_y and drawn:
