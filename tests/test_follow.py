@@ -176,3 +176,8 @@ def test_a_log_axis_gets_the_least_positive_value_for_zeros():
     assert clipped and shown.tolist() == [0.5, 0.5, 2.0, 0.5]
     shown, clipped = positive_for_log(np.array([0.5, 2.0]))
     assert not clipped and shown.tolist() == [0.5, 2.0]
+
+
+def test_columns_turn_an_integer_beyond_float64_into_nan():
+    rows = columns_of([Metrics(time=1.0, step=2, loss_g=1.5), Metrics(time=2.0, step=10**400, loss_g=2.5)])
+    assert rows[0, 1] == 2 and np.isnan(rows[1, 1]) and rows[:, 2].tolist() == [1.5, 2.5]

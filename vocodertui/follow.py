@@ -90,7 +90,17 @@ def columns_of(records: list[Metrics]) -> np.ndarray:
     """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a null value, or a field the
     trainer that wrote the line did not have yet, is NaN."""
     rows = [[getattr(r, k, None) for k in METRIC_COLUMNS] for r in records]
-    return np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
+    except OverflowError:  # an integer beyond float64 (no trainer wrote it): NaN, as a value that did not decode
+        return np.array([[_as_float(v) for v in row] for row in rows], dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
+
+
+def _as_float(value) -> float:
+    try:
+        return np.nan if value is None else float(value)
+    except OverflowError:
+        return np.nan
 
 
 class MetricsFollower:
