@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Label
 
 from trainer.config import config_from_dict
 from trainer.records import EVENTS, Metrics, Quality, Resume, Start, Stopped
@@ -20,7 +20,7 @@ from vocodertui.dashboard.app import MonitorApp
 from vocodertui.dashboard.feed import RunFeed
 from vocodertui.dashboard.panes import LossesPane, QualityPane
 from vocodertui.dashboard.plotting import PlotSettings, traces, validation_traces
-from vocodertui.dashboard.screens import RunPicker
+from vocodertui.dashboard.screens import CheckpointPicker, RunPicker
 from vocodertui.dashboard.widgets import RUN_COLOURS, Legend, LossPlot
 from vocodertui.runstate import list_runs
 from vocodertui.runsummary import config_diff, summarize, wall_time
@@ -78,6 +78,10 @@ async def test_two_runs_overlay_every_plot_in_their_colours_with_a_legend(tmp_pa
         assert legend.display and str(legend.render()) == "● a   ● b"
         assert text_of(app, "#header") == "● a finished 400/400  ·  ● b stopped 300/400"
         assert app.view.run == a.run and app.check_action("resume", ())  # the keys steer the first run
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker), "the checkpoint picker")
+        assert str(app.screen.query_one(Label).render()).startswith("Resume a from which checkpoint?")
+        assert app.screen.query_one(DataTable).row_count == 4  # a's checkpoints, not b's one
 
 
 async def test_switching_to_a_run_without_quality_clears_the_quality_plots(tmp_path):

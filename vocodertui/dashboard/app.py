@@ -207,7 +207,7 @@ class MonitorApp(App):
                 self.notify(f"resuming {self.run_paths.name} from {path.name}")
                 self.resume_from(path)
 
-        self.push_screen(CheckpointPicker(list(self.view.checkpoints)), picked)
+        self.push_screen(CheckpointPicker(list(self.view.checkpoints), self.run_paths.name), picked)
 
     @work(thread=True, exclusive=True, group="control")
     def resume_from(self, path: Path) -> None:

@@ -45,13 +45,14 @@ class CheckpointPicker(ModalScreen[Optional[Path]]):
 
     BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
 
-    def __init__(self, checkpoints: list[CheckpointInfo]):
+    def __init__(self, checkpoints: list[CheckpointInfo], run_name: str):
         super().__init__()
         self.checkpoints = sorted(checkpoints, key=lambda c: c.step, reverse=True)
+        self.run_name = run_name
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Resume from which checkpoint? (↑↓, enter; esc cancels)")
+            yield Label(f"Resume {self.run_name} from which checkpoint? (↑↓, enter; esc cancels)")
             yield DataTable(cursor_type="row", id="checkpoints")
 
     def on_mount(self) -> None:
