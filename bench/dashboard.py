@@ -1,10 +1,12 @@
 """Dashboard speed: cold start on a 1,000,000-line metrics.jsonl, line-to-screen latency, idle CPU.
 
-    python bench/dashboard.py [--lines 1000000] [--latency-samples 20] [--idle-seconds 30]
+    python bench/dashboard.py [--lines 1000000] [--runs 1] [--latency-samples 20] [--idle-seconds 30]
 
-Writes a run directory with a huge metrics file (in a temporary folder), then
+Writes a run directory with a huge metrics file (in a temporary folder; with --runs N, N copies of
+it, compared in one dashboard), then
 - cold start: `MonitorApp` headless (Textual's `run_test`, 120x40) from construction to the first
-  complete render (header, progress, plots of the last step), and until the older lines are indexed;
+  complete render (header, progress, plots of the last step of every run), and until the older
+  lines are indexed;
 - latency: appends metrics lines with the trainer's writer and times each until the dashboard shows
   its step (median and worst);
 - idle CPU: the real `vocodertui monitor` in a private tmux server, CPU time of its process over
@@ -54,16 +56,17 @@ def write_run(root: Path, lines: int, every: int = 10) -> RunPaths:
     return run
 
 
-async def measure_app(run: RunPaths, samples: int) -> dict:
+async def measure_app(runs: list[RunPaths], samples: int) -> dict:
+    run = runs[0]
     constructed = time.perf_counter()
-    app = MonitorApp(run, run.root.parent)
+    app = MonitorApp(runs, run.root.parent)
     last_step = None
     async with app.run_test(size=(120, 40)) as pilot:
-        while app.view is None or app.query_one(LossesPane).curves is None:
+        while app.view is None or len(app.query_one(LossesPane).curves) < len(runs):
             await pilot.pause(0.001)
         first_render = time.perf_counter() - constructed
         last_step = int(app.view.status.step)
-        while app.view.indexing:
+        while any(v.indexing for v in app.views.values()):
             await pilot.pause(0.01)
         indexed = time.perf_counter() - constructed
         writer = JsonlWriter(run.metrics)
@@ -74,7 +77,7 @@ async def measure_app(run: RunPaths, samples: int) -> dict:
             written = time.perf_counter()
             writer.write({"time": time.time(), "step": step, "epoch": 1, "loss_g": 31.0, "loss_d": 3.1, "loss_mel": 0.31,
                           "loss_adv": 2.1, "loss_fm": 1.1, "lr": 0.0002, "steps_per_s": 4.0})
-            while app.view.curves.rows[-1, 1] != step or app.query_one(LossesPane).curves != app.view.curves:
+            while app.view.curves.rows[-1, 1] != step or app.query_one(LossesPane).curves[0] != app.view.curves:
                 await pilot.pause(0.001)
             latencies.append(time.perf_counter() - written)
         writer.close()
@@ -84,11 +87,12 @@ async def measure_app(run: RunPaths, samples: int) -> dict:
             "line_to_screen_max_s": round(latencies[-1], 4)}
 
 
-def measure_idle_cpu(run: RunPaths, seconds: float) -> dict:
+def measure_idle_cpu(runs: list[RunPaths], seconds: float) -> dict:
     if shutil.which("tmux") is None:
         return {"idle_cpu_percent_of_one_core": None, "idle_note": "tmux not installed"}
     tmux = ["tmux", "-L", f"vocodertui-bench-{os.getpid()}", "-f", os.devnull]
-    command = f"{sys.executable} -m vocodertui.cli monitor --run {run.name} --logs-dir {run.root.parent}"
+    named = " ".join(f"--run {run.name}" for run in runs)
+    command = f"{sys.executable} -m vocodertui.cli monitor {named} --logs-dir {runs[0].root.parent}"
     subprocess.run([*tmux, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40", command], check=True,
                    cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -116,16 +120,20 @@ def screen(tmux: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=1, help="compare this many runs (copies of the first)")
     parser.add_argument("--latency-samples", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        run = write_run(Path(tmp) / "huge", args.lines)
-        result = {"lines": args.lines, "metrics_mb": round(run.metrics.stat().st_size / 1e6, 1),
+        runs = [write_run(Path(tmp) / "huge", args.lines)]
+        for i in range(1, args.runs):
+            runs.append(RunPaths(Path(tmp) / f"huge-{i}"))
+            shutil.copytree(runs[0].root, runs[-1].root)
+        result = {"lines": args.lines, "runs": args.runs, "metrics_mb": round(runs[0].metrics.stat().st_size / 1e6, 1),
                   "write_s": round(time.perf_counter() - t, 1)}
-        result.update(asyncio.run(measure_app(run, args.latency_samples)))
-        result.update(measure_idle_cpu(run, args.idle_seconds))
+        result.update(asyncio.run(measure_app(runs, args.latency_samples)))
+        result.update(measure_idle_cpu(runs, args.idle_seconds))
         result["cpu"] = f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
     print(json.dumps(result))
 

@@ -259,7 +259,7 @@ async def test_the_dashboard_shows_a_warning_in_the_banner_and_the_events_tab(tm
         assert listed.display and listed.region.height >= 1
         row = str(listed.render())
         assert "step     2000  ⚠ val_worsening" in row and "0.4000 at step 1,000 → 0.4500 at step 6,000" in row
-        app.switch_run("calm")
+        app.compare(("calm",))
         await until(pilot, lambda: app.view is not None and app.view.run.name == "calm", "the calm run")
         await pilot.pause()
         assert not banner.display and not listed.display

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from recordkit import make
-from trainer.records import Metrics, NanRollback, Resume, Start, encode, supersede
+from trainer.records import Metrics, NanRollback, Quality, Resume, Start, encode, supersede
 from trainer.rundir import JsonlWriter
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, columns_of, effective, rewinds_of
-from vocodertui.series import downsample, ema, moving_mean, smooth, trend
+from vocodertui.series import EMA_WEIGHTS, downsample, ema, moving_mean, positive_for_log, smooth, trend
 
 
 def metric(step, t=None, **values):
@@ -93,6 +93,27 @@ def test_metrics_follower_opens_a_big_file_from_its_tail_and_indexes_the_rest_la
     assert follower.poll() and follower.recent[-1, 1] == 20001
 
 
+def test_metrics_follower_finds_the_older_quality_lines_as_it_indexes_them(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = JsonlWriter(path)
+    for step in range(1, 5001):
+        writer.write(metric(step))
+        if step % 1000 == 0:
+            writer.write(make(Quality, time=float(step), step=step, metrics={}))
+    writer.close()
+    append(path, raw=b'{"kind":"quality","time":1,"step":"garbled"}\n')
+    follower = MetricsFollower(path, tail_bytes=16 * 1024)
+    follower.poll()
+    assert [q.step for q in follower.quality] == [5000]  # only the tail's so far
+    assert follower.skipped == 1
+    while follower.index_some(budget=32 * 1024):
+        pass
+    assert [q.step for q in follower.quality] == [1000, 2000, 3000, 4000, 5000]
+    append(path, make(Quality, time=6000.0, step=6000, metrics={}))
+    follower.poll()
+    assert [q.step for q in follower.quality][-2:] == [5000, 6000]
+
+
 def test_vectorised_supersede_agrees_with_the_record_by_record_rule():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -119,13 +140,16 @@ def test_columns_turn_nulls_into_nan():
     assert rows.shape == (1, len(METRIC_COLUMNS)) and np.isnan(rows[0, 2]) and rows[0, 1] == 2 and rows[0, 3] == 3.0
 
 
-def test_smoothing_matches_the_textbook_loops():
+@pytest.mark.parametrize("weight", EMA_WEIGHTS)
+def test_smoothing_matches_the_textbook_loops(weight):
     x = np.random.default_rng(1).standard_normal(1000) + np.linspace(5, 0, 1000)
-    loop, y = [], x[0]
-    for v in x:
-        y = 0.9 * y + 0.1 * v
-        loop.append(y)
-    assert np.allclose(ema(x), loop, rtol=1e-10, atol=1e-10)
+    loop, m = [], 0.0
+    for t, v in enumerate(x, 1):  # wandb's and TensorBoard's debiased EMA
+        m = weight * m + (1 - weight) * v
+        loop.append(m / (1 - weight ** t))
+    smoothed = ema(x, weight)
+    assert smoothed[0] == pytest.approx(x[0], rel=1e-12)  # the first point is not dragged towards 0
+    assert np.allclose(smoothed, loop, rtol=1e-10, atol=1e-10)
     expected = [x[max(0, i - 19): i + 1].mean() for i in range(len(x))]
     assert np.allclose(moving_mean(x), expected)
     x[10] = np.nan
@@ -145,3 +169,15 @@ def test_downsample_keeps_the_shape_and_the_ends(n):
     x, y = downsample(steps, 2.0 * steps, 200)
     assert len(x) == min(n, 200) and np.allclose(y, 2.0 * x)
     assert x[0] < n / 200 + 1 and x[-1] > n - n / 200 - 2
+
+
+def test_a_log_axis_gets_the_least_positive_value_for_zeros():
+    shown, clipped = positive_for_log(np.array([0.5, 0.0, 2.0, -1.0]))
+    assert clipped and shown.tolist() == [0.5, 0.5, 2.0, 0.5]
+    shown, clipped = positive_for_log(np.array([0.5, 2.0]))
+    assert not clipped and shown.tolist() == [0.5, 2.0]
+
+
+def test_columns_turn_an_integer_beyond_float64_into_nan():
+    rows = columns_of([Metrics(time=1.0, step=2, loss_g=1.5), Metrics(time=2.0, step=10**400, loss_g=2.5)])
+    assert rows[0, 1] == 2 and np.isnan(rows[1, 1]) and rows[:, 2].tolist() == [1.5, 2.5]

@@ -431,7 +431,7 @@ async def test_smoothing_and_window_keys_redraw_the_loss_plots(tmp_path):
     fake.train(NOW - 2000, 10, 3000)
     app = monitor(fake.run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.view is not None and app.query_one(LossesPane).curves == app.view.curves,
+        await until(pilot, lambda: app.view is not None and app.query_one(LossesPane).curves == (app.view.curves,),
                     "the plots")
         settings = app.query_one("#plot-settings", Static)
         plot = app.query_one("#plot-loss_g", LossPlot)

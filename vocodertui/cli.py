@@ -139,11 +139,16 @@ def resolve_run_arg(args: argparse.Namespace):
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from vocodertui.dashboard.app import MonitorApp
+    from vocodertui.dashboard.widgets import RUN_COLOURS
 
-    run = resolve_run_arg(args)
+    names = list(dict.fromkeys(args.run or [None]))
+    if len(names) > len(RUN_COLOURS):
+        raise UserError(f"monitor compares at most {len(RUN_COLOURS)} runs at once, got {len(names)}: "
+                        f"name fewer with --run")
+    runs = [resolve_run_arg(argparse.Namespace(run=name, logs_dir=args.logs_dir)) for name in names]
     if not sys.stdout.isatty():
         raise UserError("monitor needs a terminal; use vocodertui status for a one-shot report")
-    MonitorApp(run, Path(args.logs_dir)).run()
+    MonitorApp(runs, Path(args.logs_dir)).run()
     return 0
 
 
@@ -419,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--force", action="store_true", help="SIGKILL the trainer if it has not stopped after --timeout")
     stop.set_defaults(func=cmd_stop)
 
-    monitor = sub.add_parser("monitor", help="the dashboard: watch a run, stop it, resume it from a checkpoint")
-    monitor.add_argument("--run", help="run name (default: the most recently active run)")
+    monitor = sub.add_parser("monitor", help="the dashboard: watch a run or compare several, stop it, resume it from a checkpoint")
+    monitor.add_argument("--run", action="append",
+                         help="run name (default: the most recently active run); repeat it to compare runs in one "
+                              "set of plots, the first is the one the keys steer")
     monitor.add_argument("--logs-dir", default="logs")
     monitor.set_defaults(func=cmd_monitor)
 

@@ -5,8 +5,9 @@ written, never the size of the file. They hold back a line until its newline arr
 being written, or was torn by a kill), and start over when a file is truncated or replaced.
 
 ``MetricsFollower`` opens a file of any size quickly: it parses only its last megabyte at once and
-indexes the older lines lazily (their byte offsets, not their contents), so plots of the whole run
-parse an evenly spaced sample of them on demand. No torch and no textual here.
+indexes the older lines lazily (their byte offsets, not their contents, and the quality lines among
+them), so plots of the whole run parse an evenly spaced sample of them on demand. No torch and no
+textual here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 from trainer.records import LOSSES, QUALITY_PREFIX, REWINDS, Event, Metrics, Quality
 from trainer.rundir import Kind, decode_lines
 
-METRIC_COLUMNS = ("time", "step", *LOSSES)
+STEP_TIMES = ("time_data", "time_d", "time_g", "time_optim", "time_other")  # seconds per step, by phase
+HEALTH = ("lr", "grad_norm_g", "grad_norm_d", "steps_per_s", *STEP_TIMES, "rss_bytes")
+METRIC_COLUMNS = ("time", "step", *LOSSES, *HEALTH)
 TAIL_BYTES = 1 << 20
 INDEX_CHUNK_BYTES = 8 << 20
 
@@ -84,13 +87,25 @@ def current_timeline(records: list, rewinds: list[tuple[float, int]]) -> list:
 
 
 def columns_of(records: list[Metrics]) -> np.ndarray:
-    """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a null value is NaN."""
-    rows = [[getattr(r, k) for k in METRIC_COLUMNS] for r in records]
-    return np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
+    """Metrics records as a float array [n, len(METRIC_COLUMNS)]; a null value, or a field the
+    trainer that wrote the line did not have yet, is NaN."""
+    rows = [[getattr(r, k, None) for k in METRIC_COLUMNS] for r in records]
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
+    except OverflowError:  # an integer beyond float64 (no trainer wrote it): NaN, as a value that did not decode
+        return np.array([[_as_float(v) for v in row] for row in rows], dtype=np.float64).reshape(len(rows), len(METRIC_COLUMNS))
+
+
+def _as_float(value) -> float:
+    try:
+        return np.nan if value is None else float(value)
+    except OverflowError:
+        return np.nan
 
 
 class MetricsFollower:
-    """metrics.jsonl: the recent records parsed, the older lines indexed lazily and sampled on demand."""
+    """metrics.jsonl: the recent records parsed, the older lines indexed lazily and sampled on demand;
+    its quality records, those among the older lines as they are indexed."""
 
     def __init__(self, path: Path, tail_bytes: int = TAIL_BYTES, keep_recent: int = 200_000, keep_records: int = 64):
         self.path = path
@@ -110,6 +125,10 @@ class MetricsFollower:
         self.recent = np.zeros((0, len(METRIC_COLUMNS)))  # parsed records from head_end on, file order
         self.last_records: collections.deque[Metrics] = collections.deque(maxlen=self.keep_records)
         self.follower = JsonlFollower(self.path, Metrics, start=self.head_end)
+        self.quality_follower = JsonlFollower(self.path, Quality, start=self.head_end)
+        self.head_quality: list[Quality] = []  # from the lines indexed so far
+        self.tail_quality: list[Quality] = []
+        self.head_quality_skipped = 0
         self._sample_cache: dict[int, np.ndarray] = {}
 
     def _line_start_before(self, offset: int) -> int:
@@ -129,12 +148,26 @@ class MetricsFollower:
     def head_indexed(self) -> bool:
         return self.indexed_to >= self.head_end
 
+    @property
+    def quality(self) -> list[Quality]:
+        """The quality records read so far, file order (the older lines' only once indexed)."""
+        return self.head_quality + self.tail_quality
+
+    @property
+    def skipped(self) -> int:
+        """Whole lines read so far that did not decode."""
+        return self.follower.skipped + self.quality_follower.skipped + self.head_quality_skipped
+
     def poll(self) -> bool:
         """Read what was appended; True when there is something new (or the file started over)."""
         records, reset = self.follower.read_new()
-        if reset:
+        quality, quality_reset = self.quality_follower.read_new()
+        if reset or quality_reset:
+            reset = True
             self._open()
             records, _ = self.follower.read_new()
+            quality, _ = self.quality_follower.read_new()
+        self.tail_quality.extend(quality)
         if records:
             self.last_records.extend(records)
             self.recent = np.concatenate([self.recent, columns_of(records)])[-self.keep_recent:]
@@ -150,6 +183,10 @@ class MetricsFollower:
         ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + 1 + self.indexed_to
         starts = np.concatenate([[self.indexed_to], ends[:-1]]) if len(ends) else np.zeros(0, dtype=np.int64)
         self.head_offsets = np.concatenate([self.head_offsets, starts.astype(np.int64)])
+        if len(ends):
+            quality = decode_lines(quality_lines(chunk[:ends[-1] - self.indexed_to]), Quality)
+            self.head_quality.extend(quality.records)
+            self.head_quality_skipped += quality.skipped
         self.indexed_to = int(ends[-1]) if len(ends) else self.head_end
         return not self.head_indexed
 

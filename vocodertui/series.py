@@ -7,27 +7,30 @@ from typing import Optional
 import numpy as np
 
 SMOOTHINGS = ("raw", "ema", "mean")  # the order the smoothing key cycles through
-EMA_ALPHA = 0.1
+EMA_WEIGHTS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)  # the steps the +/- keys move through
+EMA_WEIGHT = 0.9
 MOVING_WINDOW = 20
 TREND_WINDOW = 100
 FLAT_RELATIVE = 0.01
 
 
-def ema(values: np.ndarray, alpha: float = EMA_ALPHA) -> np.ndarray:
-    """Exponential moving average y[t] = (1-alpha) y[t-1] + alpha x[t], y[0] = x[0], NaNs skipped.
+def ema(values: np.ndarray, weight: float = EMA_WEIGHT) -> np.ndarray:
+    """Debiased exponential moving average, as wandb and TensorBoard draw it, NaNs skipped.
 
-    The recurrence is linear, so a log2(n)-step prefix scan computes it without a Python loop.
+    m[t] = weight m[t-1] + (1-weight) x[t] from m[-1] = 0, shown as m[t] / (1 - weight^(t+1)): the
+    division undoes the pull towards the zero start, so the first point is the first value and the
+    early points are means of what was seen so far. The recurrence is linear, so a log2(n)-step
+    prefix scan computes it without a Python loop.
     """
     x = _fill_nan(values)
-    if len(x) == 0:
+    if len(x) == 0 or weight == 0.0:
         return x
-    y = alpha * x
-    y[0] = x[0]
-    decay, shift = 1.0 - alpha, 1
-    while shift < len(y) and decay > 0.0:
-        y[shift:] = y[shift:] + decay * y[:-shift]
+    m = (1.0 - weight) * x
+    decay, shift = weight, 1
+    while shift < len(m) and decay > 0.0:
+        m[shift:] = m[shift:] + decay * m[:-shift]
         decay, shift = decay * decay, shift * 2
-    return y
+    return m / -np.expm1(np.arange(1, len(x) + 1) * np.log(weight))
 
 
 def moving_mean(values: np.ndarray, window: int = MOVING_WINDOW) -> np.ndarray:
@@ -54,9 +57,9 @@ def _fill_nan(values: np.ndarray) -> np.ndarray:
     return x
 
 
-def smooth(values: np.ndarray, how: str) -> np.ndarray:
+def smooth(values: np.ndarray, how: str, weight: float = EMA_WEIGHT) -> np.ndarray:
     if how == "ema":
-        return ema(values)
+        return ema(values, weight)
     if how == "mean":
         return moving_mean(values)
     return np.asarray(values, dtype=np.float64)
@@ -84,3 +87,14 @@ def downsample(steps: np.ndarray, values: np.ndarray, points: int) -> tuple[np.n
     step_sums = np.add.reduceat(steps.astype(np.float64), edges[:-1][keep])
     value_sums = np.add.reduceat(values, edges[:-1][keep])
     return step_sums / counts[keep], value_sums / counts[keep]
+
+
+def positive_for_log(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Values a log axis can draw: those at or below 0 raised to the smallest positive one (and
+    whether any were); without any positive value they are left as they are."""
+    x = np.asarray(values, dtype=np.float64)
+    low = x <= 0
+    positive = x[x > 0]
+    if not low.any() or len(positive) == 0:
+        return x, False
+    return np.where(low, positive.min(), x), True

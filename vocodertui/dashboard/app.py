@@ -1,16 +1,17 @@
-"""``vocodertui monitor``: the Textual dashboard of a training run.
+"""``vocodertui monitor``: the Textual dashboard of a training run, or of several compared.
 
 The app composes the screen, owns the keys and steers the trainer only through
-``vocodertui.control`` (verified PID, signals), as ``vocodertui stop`` and ``start`` do. Reading is
-``RunReader``'s, in a worker thread; each view it posts is handed out to the widgets and panes as
-value-comparable reactives, so only what changed repaints. It never imports torch.
+``vocodertui.control`` (verified PID, signals), as ``vocodertui stop`` and ``start`` do; when runs
+are compared, the first is the one it steers. Reading is ``RunReader``'s, one worker thread per
+run; each view a reader posts is handed out to the widgets and panes as value-comparable
+reactives, so only what changed repaints. It never imports torch.
 """
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -26,10 +27,13 @@ from trainer.rundir import RunPaths
 from vocodertui import control
 from vocodertui.dashboard.alerts_banner import AlertBanner, AlertList
 from vocodertui.dashboard.feed import RunFeed, RunView
-from vocodertui.dashboard.panes import LossesPane, QualityPane, SamplesPane
-from vocodertui.dashboard.reader import RunReader
+from vocodertui.dashboard.health import HealthPane
+from vocodertui.dashboard.panes import LossesPane, QualityPane, RunQuality, SamplesPane
+from vocodertui.dashboard.plotting import PlotSettings
+from vocodertui.dashboard.reader import COMPARED_TICK_S, TICK_S, RunReader
+from vocodertui.dashboard.runs import RunsPane
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, HelpScreen, RunPicker
-from vocodertui.dashboard.widgets import CheckpointTable, EventLog, ProgressPanel, RunHeader, SystemLine
+from vocodertui.dashboard.widgets import RUN_COLOURS, CheckpointTable, EventLog, ProgressPanel, RunHeader, SystemLine
 from vocodertui.runstate import list_runs, run_status
 
 RESUME_TIMEOUT_S = 600.0
@@ -55,6 +59,10 @@ class MonitorApp(App):
         Binding("c", "checkpoint", "Checkpoint"),
         Binding("m", "smoothing", "Smoothing"),
         Binding("w", "window", "Window"),
+        Binding("plus,equals_sign", "ema(1)", "heavier EMA", show=False),
+        Binding("minus", "ema(-1)", "lighter EMA", show=False),
+        Binding("x", "x_axis", "x axis", show=False),
+        Binding("y", "log_scale", "log y", show=False),
         Binding("l", "runs", "Runs"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -63,18 +71,27 @@ class MonitorApp(App):
         Binding("3", "tab('samples')", "Samples", show=False),
         Binding("4", "tab('events')", "Events", show=False),
         Binding("5", "tab('quality')", "Quality", show=False),
+        Binding("6", "tab('health')", "Health", show=False),
+        Binding("7", "tab('runs')", "Runs", show=False),
     ]
 
     launching = reactive(False, bindings=True)  # a resume was asked for and its trainer has not said so yet
     steerable: reactive[tuple[Optional[str], bool]] = reactive((None, False), bindings=True)  # state, any checkpoint
+    plot_settings = reactive(PlotSettings(), init=False)
 
-    def __init__(self, run: RunPaths, logs_dir: Path, feed: Callable[[RunPaths], RunFeed] = RunFeed):
+    def __init__(self, runs: RunPaths | Sequence[RunPaths], logs_dir: Path, feed: Callable[[RunPaths], RunFeed] = RunFeed):
         super().__init__()
         self.make_feed = feed
-        self.run_paths = run
+        self.runs: tuple[RunPaths, ...] = (runs,) if isinstance(runs, RunPaths) else tuple(dict.fromkeys(runs))
         self.logs_dir = logs_dir
-        self.view: Optional[RunView] = None
-        self.reader: Optional[RunReader] = None
+        self.view: Optional[RunView] = None  # the steered run's
+        self.views: dict[RunPaths, RunView] = {}  # the latest of each compared run
+        self.readers: dict[RunPaths, RunReader] = {}
+
+    @property
+    def run_paths(self) -> RunPaths:
+        """The run the keys steer: the first compared."""
+        return self.runs[0]
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -90,20 +107,29 @@ class MonitorApp(App):
                 yield AlertList(id="event-alerts")
                 yield EventLog(id="event-log", wrap=True)
             yield QualityPane()
+            yield HealthPane()
+            yield RunsPane(self.logs_dir)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.follow(self.run_paths)
+        self.follow()
 
     def on_unmount(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+        for reader in self.readers.values():
+            reader.close()
 
-    def follow(self, run: RunPaths) -> None:
-        if self.reader is not None:
-            self.reader.close()  # its worker ends after the view it is reading
-        self.reader = RunReader(run, self.make_feed)
-        self.read(self.reader)
+    def follow(self) -> None:
+        """A reader for each compared run that has none; those no longer compared are closed (a run
+        that stays keeps its reader, so nothing is read twice)."""
+        for run in [r for r in self.readers if r not in self.runs]:
+            self.readers.pop(run).close()  # its worker ends after the view it is reading
+            self.views.pop(run, None)
+        for run in self.runs:
+            if run not in self.readers:
+                self.readers[run] = RunReader(run, self.make_feed)
+                self.read(self.readers[run])
+            self.readers[run].set_tick(TICK_S if run == self.run_paths else COMPARED_TICK_S)
+        self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
 
     @work(thread=True, group="feed")
     def read(self, reader: RunReader) -> None:
@@ -111,16 +137,32 @@ class MonitorApp(App):
 
     def on_monitor_app_view_read(self, message: MonitorApp.ViewRead) -> None:
         view = message.view
-        if view.run != self.run_paths:
-            return  # from the reader of a run we have just switched away from
+        if view.run not in self.runs:
+            return  # from the reader of a run we have just stopped following
         if not self.query(RunHeader):
             return  # posted as the app closed: the screen's widgets are already gone
+        self.views[view.run] = view
+        if view.run == self.run_paths:
+            self.show_steered(view)
+        self.show_compared()
+
+    def show_compared(self) -> None:
+        """The header and the plots, once every compared run has been read (colours go by position)."""
+        if any(run not in self.views for run in self.runs):
+            return
+        views = [self.views[run] for run in self.runs]
+        self.query_one(RunHeader).show(views, self.launching)
+        curves = tuple(v.curves for v in views)
+        self.query_one(LossesPane).curves = curves
+        self.query_one(HealthPane).curves = curves
+        self.query_one(QualityPane).runs = tuple(RunQuality(v.run.name, v.curves.started, v.quality) for v in views)
+
+    def show_steered(self, view: RunView) -> None:
         self.view = view
         if self.launching and view.status.pid and any(
                 isinstance(e, SEGMENTS) and e.pid == view.status.pid for e in view.events[-50:]):
             self.launching = False  # the new trainer has loaded its checkpoint and said so
         self.steerable = (view.status.state, bool(view.checkpoints))
-        self.query_one(RunHeader).show(view, self.launching)
         self.query_one(AlertBanner).show(view)
         self.query_one(AlertList).show(view)
         self.query_one(ProgressPanel).show(view)
@@ -128,9 +170,7 @@ class MonitorApp(App):
         for table in self.query(CheckpointTable):
             table.show(view)
         self.query_one(EventLog).show(view)
-        self.query_one(LossesPane).curves = view.curves
         self.query_one(SamplesPane).samples = view.samples
-        self.query_one(QualityPane).quality = view.quality
 
     # ------------------------------------------------------------------------------ actions
 
@@ -172,7 +212,7 @@ class MonitorApp(App):
                 self.notify(f"resuming {self.run_paths.name} from {path.name}")
                 self.resume_from(path)
 
-        self.push_screen(CheckpointPicker(list(self.view.checkpoints)), picked)
+        self.push_screen(CheckpointPicker(list(self.view.checkpoints), self.run_paths.name), picked)
 
     @work(thread=True, exclusive=True, group="control")
     def resume_from(self, path: Path) -> None:
@@ -196,10 +236,24 @@ class MonitorApp(App):
         self.notify(message.splitlines()[0], severity="error", timeout=10)
 
     def action_smoothing(self) -> None:
-        self.query_one(LossesPane).cycle_smoothing()
+        self.plot_settings = self.plot_settings.next_smoothing()
+
+    def action_ema(self, by: int) -> None:
+        self.plot_settings = self.plot_settings.ema_step(by)
 
     def action_window(self) -> None:
-        self.query_one(LossesPane).cycle_window()
+        self.plot_settings = self.plot_settings.next_window()
+
+    def action_x_axis(self) -> None:
+        self.plot_settings = self.plot_settings.next_x()
+
+    def action_log_scale(self) -> None:
+        self.plot_settings = self.plot_settings.toggle_log()
+
+    def watch_plot_settings(self, settings: PlotSettings) -> None:
+        self.query_one(LossesPane).settings = settings
+        self.query_one(HealthPane).settings = settings
+        self.query_one(QualityPane).x = settings.x
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -210,15 +264,22 @@ class MonitorApp(App):
     @work(thread=True, exclusive=True, group="runs")
     def action_runs(self) -> None:
         statuses = [run_status(r) for r in list_runs(self.logs_dir)]
-        self.call_from_thread(self.push_screen, RunPicker(statuses, self.run_paths.name), self.switch_run)
+        picker = RunPicker(statuses, tuple(r.name for r in self.runs), most=len(RUN_COLOURS))
+        self.call_from_thread(self.push_screen, picker, self.compare)
 
-    def switch_run(self, name: Optional[str]) -> None:
-        if name is None or name == self.run_paths.name:
+    def compare(self, names: Optional[tuple[str, ...]]) -> None:
+        """Follow these runs (the first steered) instead of the current ones."""
+        if not names or names == tuple(r.name for r in self.runs):
             return
-        self.run_paths = RunPaths(self.logs_dir / name)
-        self.view, self.launching, self.steerable = None, False, (None, False)
-        self.query_one(EventLog).restart()
-        self.follow(self.run_paths)
+        steered = self.run_paths
+        self.runs = tuple(RunPaths(self.logs_dir / name) for name in names)
+        self.follow()
+        if self.run_paths != steered:
+            self.view, self.launching, self.steerable = None, False, (None, False)
+            self.query_one(EventLog).restart()
+            if self.run_paths in self.views:  # compared already: no need to wait for its reader
+                self.show_steered(self.views[self.run_paths])
+        self.show_compared()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -228,7 +289,9 @@ class MonitorApp(App):
             ("checkpoint", "Checkpoint now", "ask the trainer to write a checkpoint"),
             ("smoothing", "Cycle loss smoothing", "raw, EMA, moving mean"),
             ("window", "Cycle plot window", "all steps, last 10,000, last 1,000"),
-            ("runs", "Switch run", "pick another run under the logs directory"),
+            ("x_axis", "Cycle the x axis", "step, or wall-clock hours since each run's start"),
+            ("log_scale", "Toggle log scale", "the loss plots' y axis: log or linear"),
+            ("runs", "Switch or compare runs", "pick runs under the logs directory; space marks several to compare"),
         ):
             if self.check_action(action, ()):
                 yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))

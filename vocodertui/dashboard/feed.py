@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 
 from trainer import pidfile
-from trainer.records import SEGMENTS, Event, Metrics, Quality, Validation, supersede
+from trainer.records import SEGMENTS, Event, Metrics, Quality, Start, Validation, supersede
 from trainer.rundir import RunPaths
 from vocodertui import alerts
 from vocodertui.follow import METRIC_COLUMNS, JsonlFollower, MetricsFollower, current_timeline, effective, rewinds_of
@@ -45,14 +45,20 @@ class SystemStats:
 
 @dataclass(frozen=True)
 class Curves:
-    """The current timeline's metrics rows and validations; equal while neither has changed."""
+    """One run's current timeline: metrics rows and validations; equal while neither has changed."""
 
+    name: str  # the run's
     version: int  # a new one whenever ``rows`` changes
-    validations: tuple[tuple[int, float], ...]  # (step, val mel-L1)
+    validations: tuple[tuple[int, float, float], ...]  # (step, time, val mel-L1)
+    started: Optional[float]  # when the current timeline's start event was written (else its first line)
     rows: np.ndarray = field(compare=False, repr=False)  # METRIC_COLUMNS, step order
 
     def column(self, name: str) -> np.ndarray:
         return self.rows[:, COLUMN[name]]
+
+    def recorded(self, name: str) -> bool:
+        """Whether any line of the timeline has a value for ``name`` (older trainers lack some fields)."""
+        return bool(np.isfinite(self.column(name)).any())
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,7 @@ class RunFeed:
         self.system = system
         self.metrics = MetricsFollower(run.metrics, keep_records=ALERT_RECORDS)
         self.event_reader = JsonlFollower(run.events, Event)
-        self.quality_reader = JsonlFollower(run.metrics, Quality)
         self.events: list[Event] = []
-        self.quality: list[Quality] = []
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.rows_version = next(VERSIONS)
         self._rows_stale = True
@@ -125,10 +129,6 @@ class RunFeed:
         if reset:
             self.events = []
         self.events.extend(new_events)
-        new_quality, quality_reset = self.quality_reader.read_new()
-        if quality_reset:
-            self.quality = []
-        self.quality.extend(new_quality)
         rewinds = rewinds_of(new_events)
         polled = self.metrics.poll()
         if polled or rewinds or reset:
@@ -144,7 +144,7 @@ class RunFeed:
         config, config_problem = run_config(self.run)
         now, recent = self.clock(), list(self.metrics.last_records)
         status = derive_status(self.run, self.events, recent, liveness, now,
-                               skipped=self.event_reader.skipped + self.metrics.follower.skipped + self.quality_reader.skipped,
+                               skipped=self.event_reader.skipped + self.metrics.skipped,
                                thresholds=config.alerts if config else None)
         system = self.system(self.run, status.rss_bytes)
         computed_at, state = self._alerts_for
@@ -155,15 +155,16 @@ class RunFeed:
             self._alerts_for, self._alerts_stale = (time.monotonic(), status.state), False
         status.warnings = self.alerts
         timeline = supersede(self.events)
-        validations = tuple((e.step, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
+        validations = tuple((e.step, e.time, e.val_mel) for e in timeline if isinstance(e, Validation) and e.val_mel is not None)
         segment = next((e for e in reversed(self.events) if isinstance(e, SEGMENTS)), None)
         rewinds = rewinds_of(self.events)
         latest = self.metrics.last_records[-1] if self.metrics.last_records else None
         if latest is not None and rewinds and latest.time < rewinds[-1][0]:
             latest = None  # written before the last resume or rollback: another timeline
-        quality = tuple(sorted(current_timeline(self.quality, rewinds), key=lambda q: q.step))
+        quality = tuple(sorted(current_timeline(self.metrics.quality, rewinds), key=lambda q: q.step))
         return RunView(
-            run=self.run, status=status, curves=Curves(self.rows_version, validations, self.rows), latest=latest,
+            run=self.run, status=status, latest=latest,
+            curves=Curves(self.run.name, self.rows_version, validations, self._started(), self.rows),
             events=tuple(self.events),
             checkpoints=tuple(checkpoint_table(self.run, self.events)),
             milestones=tuple(segment.milestones) if segment else (),
@@ -172,6 +173,12 @@ class RunFeed:
             system=system,
             indexing=not self.metrics.head_indexed,
         )
+
+    def _started(self) -> Optional[float]:
+        start = next((e for e in reversed(self.events) if isinstance(e, Start)), None)
+        if start is not None:
+            return start.time
+        return float(self.rows[0, 0]) if len(self.rows) else None
 
     def _latest_samples(self, timeline: list[Event], quality: tuple[Quality, ...]) -> Optional[SampleSet]:
         for e in reversed(timeline):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -17,77 +18,70 @@ from textual.widgets.option_list import Option
 from trainer.records import LOSSES, QUALITY_METRICS, Quality, title
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import Curves, SampleSet
-from vocodertui.dashboard.widgets import CheckpointTable, LossPlot, Spectrogram
-from vocodertui.series import SMOOTHINGS, TREND_WINDOW
+from vocodertui.dashboard.plotting import PlotSettings, traces, validation_traces, x_axis
+from vocodertui.dashboard.widgets import RUN_COLOURS, CheckpointTable, Legend, LossPlot, Spectrogram, Trace, plot_title
+from vocodertui.series import TREND_WINDOW
 
-WINDOWS = (None, 10_000, 1_000)  # plot windows in steps; None is the whole run
-SMOOTHING_NAMES = {"raw": "raw", "ema": "EMA", "mean": "moving mean"}
-LOSS_PLOTS = tuple((loss, title(loss)) for loss in LOSSES[:5])
-
-
-def _next(options: tuple, current):
-    return options[(options.index(current) + 1) % len(options)]
+LOSS_PLOTS = tuple((loss, title(loss)) for loss in LOSSES)
+OPTIONAL_LOSSES = ("loss_stft",)  # plotted only when a compared run has it
 
 
 class LossesPane(TabPane):
-    """Every loss and the validation mel-L1 against step, smoothed and windowed as the user picked.
+    """Every loss and the validation mel-L1 of the compared runs, smoothed, windowed and scaled as
+    the user picked, one colour per run.
 
-    The plots are redrawn only when one of the three reactives changes value: new rows or
-    validations (``Curves`` compares by version), the smoothing or the window.
+    The plots are redrawn only when a reactive changes value: new rows or validations of a run
+    (``Curves`` compares by version), or the settings.
     """
 
-    curves: reactive[Optional[Curves]] = reactive(None)
-    smoothing = reactive(SMOOTHINGS[0])
-    window: reactive[Optional[int]] = reactive(WINDOWS[0])
+    curves: reactive[tuple[Curves, ...]] = reactive(())  # the compared runs', the steered one first
+    settings = reactive(PlotSettings())
 
     def __init__(self) -> None:
         super().__init__("Losses", id="losses")
 
     def compose(self) -> ComposeResult:
         yield Static(id="plot-settings")
+        yield Legend(id="losses-legend")
         with Grid(id="plots"):
             for column, _ in LOSS_PLOTS:
                 yield LossPlot(id=f"plot-{column}")
             yield LossPlot(id="plot-val_mel")
 
-    def cycle_smoothing(self) -> None:
-        self.smoothing = _next(SMOOTHINGS, self.smoothing)
-
-    def cycle_window(self) -> None:
-        self.window = _next(WINDOWS, self.window)
-
-    def watch_smoothing(self) -> None:
-        self.describe_settings()
-        self.draw()
-
-    def watch_window(self) -> None:
+    def watch_settings(self) -> None:
         self.describe_settings()
         self.draw()
 
     def watch_curves(self) -> None:
+        self.query_one("#losses-legend", Legend).show(tuple(c.name for c in self.curves))
         self.draw()
 
     def describe_settings(self) -> None:
-        window = "all steps" if self.window is None else f"last {self.window:,} steps"
+        s = self.settings
         self.query_one("#plot-settings", Static).update(
-            f"smoothing [b]{SMOOTHING_NAMES[self.smoothing]}[/b] (m)  ·  window [b]{window}[/b] (w)  ·  "
-            f"arrows: last {TREND_WINDOW} logged steps against the {TREND_WINDOW} before"
+            f"smoothing [b]{s.smoothing_name}[/b] (m +/-)  ·  window [b]{s.window_name}[/b] (w)  ·  "
+            f"x [b]{s.x_name}[/b] (x)  ·  y [b]{'log' if s.log_y else 'linear'}[/b] (y)  ·  "
+            f"arrows: last {TREND_WINDOW} lines vs the {TREND_WINDOW} before"
         )
 
     def draw(self) -> None:
-        curves = self.curves
-        if curves is None:
+        runs, s = self.curves, self.settings
+        if not runs:
             return
-        steps = curves.column("step")
-        first = steps[-1] - self.window if (self.window is not None and len(steps)) else -np.inf
-        shown = steps > first
+        for column in OPTIONAL_LOSSES:
+            self.query_one(f"#plot-{column}", LossPlot).display = any(c.recorded(column) for c in runs)
+        self.query_one("#plots", Grid).styles.grid_size_columns = 3 + sum(
+            self.query_one(f"#plot-{column}", LossPlot).display for column in OPTIONAL_LOSSES)
         for column, label in LOSS_PLOTS:
-            values = curves.column(column)
-            self.query_one(f"#plot-{column}", LossPlot).show(label, steps[shown], values[shown], self.smoothing, values)
-        val_steps = np.array([s for s, _ in curves.validations], dtype=np.float64)
-        val = np.array([v for _, v in curves.validations], dtype=np.float64)
-        shown = val_steps > first
-        self.query_one("#plot-val_mel", LossPlot).show("val mel-L1", val_steps[shown], val[shown], "raw", val)
+            lines, clipped = traces(runs, column, s, log_y=s.log_y)
+            self.query_one(f"#plot-{column}", LossPlot).show(
+                plot_title(label, runs[0].column(column)) + CLIPPED * clipped, lines, s.log_y)
+        lines, clipped = validation_traces(runs, s, log_y=s.log_y)
+        val = np.array([v for _, _, v in runs[0].validations], dtype=np.float64)
+        self.query_one("#plot-val_mel", LossPlot).show(plot_title("val mel-L1", val) + CLIPPED * clipped, lines, s.log_y)
+
+
+CLIPPED = " (≤0 clipped)"
 
 
 class SamplesPane(TabPane):
@@ -166,33 +160,60 @@ def sample_scores(sample: str, step: int, quality: Optional[Quality]) -> str:
     return f"quality at step {step:,}: this file (the mean of {quality.files})\n" + "  ·  ".join(cells)
 
 
-class QualityPane(TabPane):
-    """Each quality metric against step, its latest value and trend in the title, and the
-    checkpoints with the quality scored at their steps."""
+NO_QUALITY = "no quality scored yet (schedule.quality_every)"
 
-    quality: reactive[tuple[Quality, ...]] = reactive((), init=False)
+
+@dataclass(frozen=True)
+class RunQuality:
+    """One compared run's quality records (its current timeline's, step order)."""
+
+    name: str
+    started: Optional[float]
+    records: tuple[Quality, ...]
+
+
+class QualityPane(TabPane):
+    """Each quality metric of the compared runs against step or hours, the steered run's latest value
+    and trend in the title, and its checkpoints with the quality scored at their steps."""
+
+    runs: reactive[tuple[RunQuality, ...]] = reactive((), init=False)  # the steered run first
+    x: reactive[str] = reactive("step", init=False)
 
     def __init__(self) -> None:
         super().__init__("Quality", id="quality")
 
     def compose(self) -> ComposeResult:
-        yield Static("no quality scored yet (schedule.quality_every)", id="quality-summary")
+        yield Static(NO_QUALITY, id="quality-summary")
+        yield Legend(id="quality-legend")
         with Grid(id="quality-plots"):
             for name in QUALITY_METRICS:
                 yield LossPlot(id=f"quality-{name}")
         yield CheckpointTable(id="quality-checkpoints")
 
-    def watch_quality(self, records: tuple[Quality, ...]) -> None:
+    def watch_x(self) -> None:
+        self.draw()
+
+    def watch_runs(self) -> None:
+        self.query_one("#quality-legend", Legend).show(tuple(r.name for r in self.runs))
+        self.draw()
+
+    def draw(self) -> None:
+        records = self.runs[0].records if self.runs else ()
+        summary = self.query_one("#quality-summary", Static)
         if not records:
-            return
-        latest = records[-1]
-        unscored = f"  ·  {len(latest.unscored)} unscored (file, metric)" if latest.unscored else ""
-        self.query_one("#quality-summary", Static).update(
-            f"step {latest.step:,}: {latest.files} validation files in {latest.seconds:.1f} s, pitch model "
-            f"[b]{latest.pitch_model}[/b]{unscored}  ·  arrows: the latest scoring against the one before")
+            summary.update(NO_QUALITY)
+        else:
+            latest = records[-1]
+            unscored = f"  ·  {len(latest.unscored)} unscored (file, metric)" if latest.unscored else ""
+            summary.update(
+                f"step {latest.step:,}: {latest.files} validation files in {latest.seconds:.1f} s, pitch model "
+                f"[b]{latest.pitch_model}[/b]{unscored}  ·  arrows: the latest scoring against the one before")
         for name, metric in QUALITY_METRICS.items():
-            scored = [(q.step, q.metrics[name].mean) for q in records if name in q.metrics]
-            steps = np.array([step for step, _ in scored], dtype=np.float64)
-            values = np.array([value for _, value in scored], dtype=np.float64)
+            lines = []
+            for i, run in enumerate(self.runs):
+                scored = np.array([(q.step, q.time, q.metrics[name].mean) for q in run.records if name in q.metrics],
+                                  dtype=np.float64).reshape(-1, 3)
+                lines.append(Trace(x_axis(run.started, scored[:, 0], scored[:, 1], self.x), scored[:, 2], RUN_COLOURS[i]))
+            primary = np.array([q.metrics[name].mean for q in records if name in q.metrics], dtype=np.float64)
             label = f"{metric.title} ({'↑' if metric.higher_is_better else '↓'} better)"
-            self.query_one(f"#quality-{name}", LossPlot).show(label, steps, values, "raw", values, trend_window=1)
+            self.query_one(f"#quality-{name}", LossPlot).show(plot_title(label, primary, trend_window=1), tuple(lines))

@@ -16,6 +16,7 @@ from trainer.rundir import RunPaths
 from vocodertui.dashboard.feed import RunFeed, RunView
 
 TICK_S = 1.0  # liveness, system figures and ETA are refreshed this often without any file change
+COMPARED_TICK_S = 5.0  # the same for a compared run the keys do not steer (its files still wake it at once)
 POLL_S = 0.25  # when watchfiles cannot watch the folder
 
 
@@ -51,9 +52,10 @@ class Waker:
 class RunReader:
     """Reads one run until closed: a view after every change or tick, older lines indexed in between."""
 
-    def __init__(self, run: RunPaths, make_feed: Callable[[RunPaths], RunFeed] = RunFeed):
+    def __init__(self, run: RunPaths, make_feed: Callable[[RunPaths], RunFeed] = RunFeed, tick_s: float = TICK_S):
         self.run_paths = run
         self.make_feed = make_feed
+        self.tick_s = tick_s
         self.waker = Waker(run.root)
 
     @property
@@ -67,9 +69,15 @@ class RunReader:
                 post(feed.view())
                 if feed.index_some():
                     continue  # keep indexing; new lines are still read between chunks
-                self.waker.wait(TICK_S)
+                self.waker.wait(self.tick_s)
         finally:
             self.waker.close()
+
+    def set_tick(self, seconds: float) -> None:
+        """Read at least this often from now on (it reads once at once, if the tick changes)."""
+        if seconds != self.tick_s:
+            self.tick_s = seconds
+            self.waker.changed.set()
 
     def close(self) -> None:
         self.waker.close()

@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Markdown
 
+from vocodertui.dashboard.widgets import RUN_COLOURS, hex_colour
 from vocodertui.runstate import CheckpointInfo, RunStatus, quality_cells, scored_metrics
 from vocodertui.units import format_bytes, format_duration
 
@@ -43,13 +45,14 @@ class CheckpointPicker(ModalScreen[Optional[Path]]):
 
     BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
 
-    def __init__(self, checkpoints: list[CheckpointInfo]):
+    def __init__(self, checkpoints: list[CheckpointInfo], run_name: str):
         super().__init__()
         self.checkpoints = sorted(checkpoints, key=lambda c: c.step, reverse=True)
+        self.run_name = run_name
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Resume from which checkpoint? (↑↓, enter; esc cancels)")
+            yield Label(f"Resume {self.run_name} from which checkpoint? (↑↓, enter; esc cancels)")
             yield DataTable(cursor_type="row", id="checkpoints")
 
     def on_mount(self) -> None:
@@ -66,47 +69,84 @@ class CheckpointPicker(ModalScreen[Optional[Path]]):
         self.dismiss(Path(event.row_key.value))
 
 
-class RunPicker(ModalScreen[Optional[str]]):
-    """The runs under the logs directory, most recently active first."""
+class RunPicker(ModalScreen[Optional[tuple[str, ...]]]):
+    """The runs under the logs directory, most recently active first, the compared ones marked.
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+    Space marks or unmarks the highlighted run; enter applies the marks (the first marked is the one
+    the keys steer), or, with the marks as they were, switches to the highlighted run alone.
+    """
 
-    def __init__(self, statuses: list[RunStatus], current: str):
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel"), Binding("space", "mark", "mark")]
+
+    def __init__(self, statuses: list[RunStatus], compared: tuple[str, ...], most: int):
         super().__init__()
         self.statuses = statuses
-        self.current = current
+        self.compared = compared
+        self.marked = [name for name in compared if name in {s.name for s in statuses}]
+        self.most = most
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Switch to which run? (↑↓, enter; esc cancels)")
+            yield Label("Enter switches to the highlighted run; space marks runs to compare, then enter "
+                        "applies the marks; esc cancels", classes="wrap")
             yield DataTable(cursor_type="row", id="runs")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
+        table.add_column("", key="mark")
         table.add_columns("run", "state", "step", "last metric")
         for s in self.statuses:
             step = f"{s.step:,}" + (f" / {s.target_step:,}" if s.target_step else "")
             age = format_duration(s.last_metric_age_s) + " ago" if s.last_metric_age_s is not None else "-"
-            table.add_row(("▸ " if s.name == self.current else "  ") + s.name, s.state, step, age, key=s.name)
+            table.add_row("", ("▸ " if s.name == self.compared[0] else "  ") + s.name, s.state, step, age, key=s.name)
+        self.show_marks()
         table.focus()
 
+    def show_marks(self) -> None:
+        table = self.query_one(DataTable)
+        for s in self.statuses:
+            order = self.marked.index(s.name) if s.name in self.marked else None
+            table.update_cell(s.name, "mark", "" if order is None else Text(f"●{order + 1}", style=hex_colour(RUN_COLOURS[order])))
+
+    def action_mark(self) -> None:
+        table = self.query_one(DataTable)
+        if not self.statuses:
+            return
+        name = self.statuses[table.cursor_row].name
+        if name in self.marked:
+            self.marked.remove(name)
+        elif len(self.marked) >= self.most:
+            self.notify(f"at most {self.most} runs compare at once", severity="warning")
+            return
+        else:
+            self.marked.append(name)
+        self.show_marks()
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.dismiss(event.row_key.value)
+        if self.marked and tuple(self.marked) != self.compared:
+            self.dismiss(tuple(self.marked))
+        else:
+            self.dismiss((event.row_key.value,))
 
 
 HELP = """\
 # vocodertui monitor
 
-Watches one run through its run directory; training goes on when you quit.
+Watches runs through their run directories; training goes on when you quit.
 Keys that do not apply to the run's state are greyed out in the footer.
+When runs are compared, the plots overlay them, one colour each, and the
+keys that steer act on the first run only (bold in the header).
 
 - `s` stop gracefully (asks first): finish the step, write a checkpoint, exit
 - `r` resume a stopped, crashed or finished run from a checkpoint you pick
 - `c` ask the trainer for a checkpoint now
 - `m` loss smoothing: raw, EMA, moving mean
+- `+` `-` a heavier or lighter EMA (0 to 0.99), debiased as wandb draws it
 - `w` plot window: all steps, last 10,000, last 1,000
-- `l` switch to another run under the logs directory
-- `1` `2` `3` `4` `5` losses, checkpoints, samples, events, quality
+- `x` x axis: step, or wall-clock hours since each run's start
+- `y` loss plots on a log scale, or linear
+- `l` the run list: enter switches; space marks runs to compare, then enter
+- `1` `2` `3` `4` `5` `6` `7` losses, checkpoints, samples, events, quality, health, runs
 - `ctrl+p` command palette, `q` quit
 """
 

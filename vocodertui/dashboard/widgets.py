@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from rich.markup import escape
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -18,7 +19,7 @@ from trainer.records import (EVENTS, Checkpoint, Crashed, Event, Finished, NanRo
 from vocodertui.dashboard import spectrogram
 from vocodertui.dashboard.feed import RunView
 from vocodertui.runstate import quality_cells, scored_metrics
-from vocodertui.series import TREND_WINDOW, downsample, smooth, trend
+from vocodertui.series import TREND_WINDOW, downsample, trend
 from vocodertui.units import format_bytes, format_duration
 
 STATE_CLASSES = {"running": "-ok", "finished": "-ok", "stopping": "-warning", "stalled": "-warning",
@@ -35,14 +36,43 @@ class Line(Static):
         self.update(text, layout=False)
 
 
-class RunHeader(Line):
-    """Run name, state, PID, uptime and the age of the last metrics line."""
+# textual-plotext's own colour sequence, so the first run looks as a single run always has
+RUN_COLOURS = ((0, 130, 200), (60, 180, 75), (230, 25, 75), (255, 225, 25), (245, 130, 48), (145, 30, 180))
 
-    def show(self, view: RunView, launching: bool) -> None:
-        s = view.status
+
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def dot(index: int, mark: str = "●") -> str:
+    """``mark`` in the colour of the ``index``-th compared run (markup)."""
+    return f"[{hex_colour(RUN_COLOURS[index])}]{mark}[/]"
+
+
+def short_count(n: int) -> str:
+    """12345 -> 12.3k, 500000 -> 500k, 1200000 -> 1.2M."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + unit
+    return str(n)
+
+
+class RunHeader(Line):
+    """Run name, state, PID, uptime and the age of the last metrics line; when runs are compared,
+    each run's state and step in its colour, the first (the one the keys steer) in bold."""
+
+    def show(self, views: list[RunView], launching: bool) -> None:
+        s = views[0].status
         state = "starting" if launching and s.state not in ("running", "stopping") else s.state
         self.set_classes(STATE_CLASSES.get(state, "-idle"))
-        parts = [f"[b]{s.name}[/b]", f"● {state}"]
+        if len(views) > 1:
+            self.text = "  ·  ".join(
+                f"{dot(i)} {'[b]' + escape(v.status.name) + '[/b]' if i == 0 else escape(v.status.name)} "
+                f"{state if i == 0 else v.status.state} {short_count(v.status.step)}"
+                + (f"/{short_count(v.status.target_step)}" if v.status.target_step else "")
+                for i, v in enumerate(views))
+            return
+        parts = [f"[b]{escape(s.name)}[/b]", f"● {state}"]
         if s.pid:
             parts.append(f"pid {s.pid}")
             if s.uptime_s is not None:
@@ -50,8 +80,16 @@ class RunHeader(Line):
         age = s.last_metric_age_s
         parts.append(f"last metric {format_duration(age)} ago" if age is not None else "no metrics yet")
         if s.reason:
-            parts.append(s.reason)
+            parts.append(escape(s.reason))
         self.text = "  ·  ".join(parts)
+
+
+class Legend(Line):
+    """The compared runs, each named in its colour; hidden while there is one."""
+
+    def show(self, names: tuple[str, ...]) -> None:
+        self.display = len(names) > 1
+        self.text = "   ".join(f"{dot(i)} {escape(name)}" for i, name in enumerate(names))
 
 
 @dataclass(frozen=True)
@@ -118,37 +156,73 @@ class SystemLine(Line):
         self.text = "  ·  ".join(parts)
 
 
-class LossPlot(PlotextPlot):
-    """One loss against step, raw or smoothed, with its latest value and trend in the title.
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """One line of a plot: x and y as drawn, in one colour."""
 
-    The curve is thinned to two points per column of the width the plot has when it is drawn, so a
-    resize (the first layout included) draws it again.
+    x: np.ndarray
+    y: np.ndarray
+    colour: tuple[int, int, int]
+
+
+def plot_title(label: str, values: np.ndarray, trend_window: int = TREND_WINDOW) -> str:
+    """``label``, the latest finite value and the trend arrow."""
+    finite = values[np.isfinite(values)]
+    latest = f" {finite[-1]:.4g}" if len(finite) else " -"
+    return f"{label}{latest} {ARROWS.get(trend(finite, trend_window), '')}".rstrip()
+
+
+class LossPlot(PlotextPlot):
+    """Lines against a shared x axis (one per compared run, or per part of a whole), under a title;
+    or, when there is nothing to draw, a note saying why.
+
+    Each line is thinned to two points per column of the width the plot has when it is drawn, so a
+    resize (the first layout included) draws it again. A log axis is drawn as log10 of the values on
+    a linear one, labelled with the values (plotext's own log axis mislabels a flat line).
     """
 
     title = ""
-    curve: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))  # steps, values as shown
+    traces: tuple[Trace, ...] = ()
+    log_y = False
+    note = ""
 
-    def show(self, label: str, steps: np.ndarray, values: np.ndarray, smoothing: str, trend_values: np.ndarray,
-             trend_window: int = TREND_WINDOW) -> None:
-        finite = np.isfinite(values)
-        steps, values = steps[finite], values[finite]
-        latest = f" {values[-1]:.4g}" if len(values) else " -"
-        self.title = f"{label}{latest} {ARROWS.get(trend(trend_values, trend_window), '')}".rstrip()
-        self.curve = (steps, smooth(values, smoothing))
+    def show(self, title: str, traces: tuple[Trace, ...], log_y: bool = False, note: str = "") -> None:
+        self.title, self.traces, self.log_y, self.note = title, traces, log_y, note
         self.draw()
 
     def on_resize(self) -> None:
         self.draw()
+
+    def render(self):
+        if self.note:
+            return Text(f"{self.title}\n\n{self.note}", style="dim", justify="center")
+        return super().render()
 
     def draw(self) -> None:
         plt = self.plt
         plt.clear_data()
         plt.xlabel("")
         plt.title(self.title)
-        steps, values = self.curve
-        if len(values):
-            x, y = downsample(steps, values, max(self.size.width * 2, 2))
-            plt.plot(x.tolist(), y.tolist(), marker="braille")
+        plt.monitor.yticks, plt.monitor.ylabels = [None, None], [None, None]  # plotext's own ticks (its yticks(None) fails)
+        plt.yfrequency()
+        plt.ylim(None, None)
+        drawn = []
+        for trace in self.traces:
+            x, y = trace.x, trace.y
+            if self.log_y:
+                positive = y > 0  # a series with no value above 0 has nothing to show on a log axis
+                x, y = x[positive], np.log10(y[positive])
+            if len(y):
+                x, y = downsample(x, y, max(self.size.width * 2, 2))
+                plt.plot(x.tolist(), y.tolist(), marker="braille", color=trace.colour)
+                drawn.append(y)
+        if self.log_y and drawn:
+            low, high = min(y.min() for y in drawn), max(y.max() for y in drawn)
+            if high - low < 1e-6:  # a flat line: a quarter of a decade either side
+                low, high = low - 0.25, high + 0.25
+            ticks = (np.arange(np.ceil(low), np.floor(high) + 1) if high - low >= 2 else np.linspace(low, high, 5))
+            plt.ylim(low, high)
+            plt.yticks(ticks.tolist(), [f"{10 ** t:.3g}" for t in ticks])
         self.refresh()
 
 
