@@ -38,7 +38,8 @@ def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[st
     loaded = load_generator_state(checkpoint, config)
     state_dict, cfg = loaded.weights, loaded.cfg
     if cfg.generator.type != "hifigan":
-        raise UserError(f"{checkpoint} holds a {cfg.generator.type} generator: the jik876 format holds HiFi-GAN's only")
+        raise UserError(f"{checkpoint} holds a {cfg.generator.type} generator: the jik876 format holds HiFi-GAN's only "
+                        f"(export --format onnx takes either)")
     build_generator(state_dict, cfg, checkpoint)  # refuses weights that do not fit the config
     config_path = out.parent / "config.json"
     config_text = json.dumps(jik876_config(cfg), indent=4) + "\n"
