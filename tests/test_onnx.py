@@ -21,7 +21,6 @@ from trainer import checkpoint as ckpt
 from trainer import registry
 from trainer.audio import load_audio
 from trainer.config import load_config
-from trainer.errors import UserError
 from trainer.inference import BadInput, Vocoder
 from trainer.mel import input_mel
 from trainer.mel_numpy import MelParams, NumpyMel
@@ -224,6 +223,8 @@ def test_export_refuses_a_corrupt_checkpoint_and_leaves_nothing(tmp_path, capsys
     assert not out.parent.exists()
     code, err = run(["export", "--checkpoint", str(corrupt), "--out", str(out)], capsys)
     assert code == 1 and "add --format onnx" in err
+    code, err = run(["export", "--format", "onnx", "--checkpoint", str(corrupt), "--out", str(tmp_path / "model")], capsys)
+    assert code == 1 and "ends in .onnx, e.g." in err
 
 
 def test_an_export_that_fails_parity_is_refused_and_leaves_nothing(exported, tmp_path, capsys, monkeypatch):

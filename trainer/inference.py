@@ -35,7 +35,7 @@ from trainer.allocator import keep_freed_memory
 from trainer.config import Config, config_from_dict, load_config, signature_mismatch
 from trainer.errors import UserError
 from trainer.inference_input import (  # noqa: F401  (BadInput and the precision names are part of this API)
-    INFERENCE_PRECISIONS, PRECISION_CHOICES, BadInput, check_mel_shape, check_precision, checked_audio, checked_mel,
+    INFERENCE_PRECISIONS, BadInput, check_mel_shape, check_precision, checked_audio, checked_mel,
     expected_mel, non_finite, resampled_for_mel,
 )
 from trainer.mel import input_mel

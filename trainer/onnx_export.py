@@ -29,7 +29,7 @@ import torch
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.inference import Vocoder, build_generator, load_generator_state
-from trainer.onnx_vocoder import INPUT_NAME, METADATA_KEYS, OUTPUT_NAME, OnnxVocoder
+from trainer.onnx_vocoder import INPUT_NAME, METADATA_KEYS, OUTPUT_NAME, OnnxVocoder, is_onnx_file
 from trainer.synth import check_output_file, read_input_mel
 
 PARITY_TOLERANCE = 1e-4  # max abs difference between onnxruntime's and torch's waveforms
@@ -53,6 +53,8 @@ def export_onnx(checkpoint: Path, out: Path, config: Optional[str] = None,
     """Write ``out`` as an ONNX model of ``checkpoint``'s generator, verified against torch (see the module).
     The file appears whole or not at all; an existing ``out`` is refused."""
     check_output_file(out, "model.onnx")
+    if not is_onnx_file(out):  # synth --backend onnxruntime knows a model by its suffix
+        raise UserError(f"--out {out}: an ONNX model's name ends in .onnx, e.g. {out.with_name(out.name + '.onnx')}")
     if out.exists():
         raise UserError(f"{out} exists; remove it or choose another --out")
     if verify_input is not None and not verify_input.is_file():

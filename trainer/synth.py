@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -20,13 +20,29 @@ from trainer.audio import AUDIO_EXTENSIONS, OUTPUT_FORMATS, load_audio, load_mel
 from trainer.errors import UserError
 from trainer.inference_input import BadInput, check_precision
 
+if TYPE_CHECKING:  # torch: for the annotations only
+    from trainer.inference import PrecisionChoice
+
 MEL_EXTENSION = ".npy"
 SYNTH_EXTENSIONS = (MEL_EXTENSION, *AUDIO_EXTENSIONS)
 DEFAULT_BATCH_SECONDS = 30.0
 BACKENDS = ("torch", "onnxruntime")
 
-# either backend's vocoder: sampling_rate, hop_size, num_mels, n_fft, precision, mel(wav, sr), vocode_list(mels)
-AnyVocoder = Any
+
+class AnyVocoder(Protocol):
+    """What synth uses of either backend's vocoder (``Vocoder``, ``OnnxVocoder``)."""
+
+    sampling_rate: int
+    hop_size: int
+    num_mels: int
+    n_fft: int
+    precision: str
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray: ...
+
+    def mel(self, wav: np.ndarray, sr: int) -> np.ndarray: ...
+
+    def vocode_list(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]: ...
 
 
 def check_backend(backend: str, checkpoint: Path, precision: str, config: Optional[str]) -> None:
@@ -94,7 +110,7 @@ def check_writable(out: Path) -> None:
 
 
 def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None,
-               precision: str = "fp32", chose: Callable[[Any], None] = lambda _: None,
+               precision: str = "fp32", chose: Callable[[PrecisionChoice], None] = lambda _: None,
                backend: str = "torch") -> float:
     """Write the waveform for ``input_path`` to ``out`` (format from its extension, replacing any
     file there only once the whole new one is written); returns its duration in seconds.
@@ -156,7 +172,7 @@ class SynthReport:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     precision: str = "fp32"
-    precision_choice: Optional[Any] = None  # trainer.inference.PrecisionChoice, for --precision auto (torch)
+    precision_choice: Optional[PrecisionChoice] = None  # what --precision auto measured (torch)
 
     @property
     def real_time_factor(self) -> float:
@@ -252,7 +268,7 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
                     precision: str = "fp32", batch_seconds: float = DEFAULT_BATCH_SECONDS, overwrite: bool = False,
                     started: Callable[[int, int], None] = lambda total, skipped: None,
                     advance: Callable[[SynthProgress], None] = lambda _: None,
-                    chose: Callable[[Any], None] = lambda _: None, backend: str = "torch") -> SynthReport:
+                    chose: Callable[[PrecisionChoice], None] = lambda _: None, backend: str = "torch") -> SynthReport:
     """Vocode every input file (``.npy`` mels and audio files; folders searched recursively) into the
     folder ``out`` (see ``plan_jobs``), in batches of at most ``batch_seconds`` of audio.
 
