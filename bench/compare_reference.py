@@ -21,7 +21,7 @@ ours loads them into its own models.
   step). The first step of each is the parity check: per network, the largest absolute parameter
   difference after one step from the same weights and how many elements differ by more than 1e-6. Then ``--steps`` timed steps each.
 - Inference (per config in ``--infer``): the reference's inference.py path (weight norm removed,
-  ``no_grad``) against ``trainer.synth.vocode``, from the same waveform, input mel included.
+  ``no_grad``) against ``trainer.inference.vocode``, from the same waveform, input mel included.
 - Data: batches per second from the reference's ``MelDataset`` (its train.py settings: a mel and a
   target mel computed per item, every epoch) against our warm feature cache, one loader process
   each, on the ``--data`` clips resampled to the config's rate.
@@ -223,7 +223,7 @@ class OurSide(ReferenceSide):
         from trainer.data import VocoderData
         from trainer.gan import Gan
         from trainer.launch import setup_process
-        from trainer.synth import build_generator
+        from trainer.inference import build_generator
 
         h = self.h(config)
         cfg = load_config(str(self.path / f"config_{config}.json"))
@@ -263,7 +263,7 @@ class OurSide(ReferenceSide):
         torch.save({n: our_network(self.gan, n).state_dict() for n in NETWORKS}, path)
 
     def infer(self, seconds: float, save: str | None = None) -> dict:
-        from trainer.synth import vocode
+        from trainer.inference import vocode
 
         wav = noise_audio(1, int(seconds * self.sampling_rate), seed=1)
         started = time.perf_counter()

@@ -3,7 +3,7 @@
     python bench/infer_speed.py [--configs v1,v2,v3] [--seconds 5,60] [--repeats 3] [--threads N] [--precision bf16]
 
 Randomly initialised generators (speed does not depend on the weights), a noise-like waveform of
-each length; timed from waveform to waveform: input mel, then ``trainer.synth.vocode``, the function
+each length; timed from waveform to waveform: input mel, then ``trainer.inference.vocode``, the function
 ``vocodertui synth`` runs. Median of ``--repeats`` runs after one warm-up; one JSON line per figure,
 with the generator's FLOPs (``torch.utils.flop_counter``: its convolutions) and the rate they ran at,
 to hold against ``bench/flops.py``'s peak rates.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from trainer.config import load_config  # noqa: E402
 from trainer.mel import input_mel  # noqa: E402
 from trainer.models import Generator  # noqa: E402
-from trainer.synth import build_generator, vocode  # noqa: E402
+from trainer.inference import build_generator, vocode  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from trainer.config import AudioConfig, GeneratorConfig, config_from_dict, load_
 from trainer.plan import StartRequest, make_plan  # noqa: E402
 
 from conftest import write_config  # noqa: E402
-from trainer.synth import export, synthesize  # noqa: E402
+from trainer.export import export  # noqa: E402
+from trainer.synth import synthesize  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.mel import input_mel  # noqa: E402
 

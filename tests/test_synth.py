@@ -16,7 +16,8 @@ from trainer.launch import StartRequest, start_training
 from trainer.mel import input_mel
 from trainer.models import Generator
 from trainer.inference import Vocoder
-from trainer.synth import export, synthesize
+from trainer.export import export
+from trainer.synth import synthesize
 from vocodertui.cli import main
 
 from conftest import write_config

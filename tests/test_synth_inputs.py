@@ -194,7 +194,7 @@ def test_export_whose_config_cannot_be_written_leaves_no_generator(trained, tmp_
     def disk_full(path, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("trainer.synth.write_text_atomic", disk_full)
+    monkeypatch.setattr("trainer.export.write_text_atomic", disk_full)
     code = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "g_00000002")])
     assert_one_line_error(code, capsys.readouterr().err, r"cannot write .*config\.json: No space left on device; nothing was exported")
     assert list(tmp_path.iterdir()) == []

@@ -32,25 +32,21 @@ from trainer import checkpoint as ckpt
 from trainer import registry
 from trainer.alias_free import LowPassFilter1d, UpSample1d
 from trainer.allocator import keep_freed_memory
-from trainer.audio import MIN_MEL_FRAMES
 from trainer.config import Config, config_from_dict, load_config, signature_mismatch
 from trainer.errors import UserError
+from trainer.inference_input import (  # noqa: F401  (BadInput and the precision names are part of this API)
+    INFERENCE_PRECISIONS, BadInput, check_mel_shape, check_precision, checked_audio, checked_mel,
+    expected_mel, non_finite, resampled_for_mel,
+)
 from trainer.mel import input_mel
 from trainer.models import Generator
 from trainer.rundir import plain_name
-
-INFERENCE_PRECISIONS = ("fp32", "bf16")
-PRECISION_CHOICES = (*INFERENCE_PRECISIONS, "auto")
 
 # what ``choose_precision`` times: at most this much of the first batch, each precision twice after a warm-up
 AUTO_TIMING_SECONDS = 2.0
 AUTO_TIMING_RUNS = 2
 
 MelLike = Union[np.ndarray, torch.Tensor]
-
-
-class BadInput(UserError, ValueError):
-    """An array the vocoder cannot take (shape, bin count, dtype, NaN); its message is one line."""
 
 
 @dataclass
@@ -124,12 +120,6 @@ def vocode(generator: nn.Module, mel: torch.Tensor, precision: str = "fp32") -> 
     keep_freed_memory()
     with torch.autocast(mel.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         return generator(mel).float()
-
-
-def check_precision(precision: str, choices: Sequence[str] = PRECISION_CHOICES) -> str:
-    if precision not in choices:
-        raise UserError(f"precision {precision!r} is not one of {', '.join(choices)}")
-    return precision
 
 
 @dataclass(frozen=True)
@@ -303,6 +293,15 @@ class Vocoder:
         """Mel bins the generator takes."""
         return self.config.audio.num_mels
 
+    @property
+    def n_fft(self) -> int:
+        """The mel's FFT size: the fewest samples that make a frame."""
+        return self.config.audio.n_fft
+
+    def padded_frames(self, frames: int) -> int:
+        """The length a batch of ``frames`` frames runs at (see ``_run``)."""
+        return bucketed(frames) if self.device.type == "cpu" else frames
+
     def __repr__(self) -> str:
         return (f"Vocoder({self.config.name}, {self.config.generator.type}, {self.sampling_rate} Hz, hop {self.hop_size}, "
                 f"{self.num_mels} mels, {self.precision}, {self.device})")
@@ -338,7 +337,7 @@ class Vocoder:
     def mel(self, wav: MelLike, sr: int) -> np.ndarray:
         """The mel [num_mels, len // hop_size] the generator takes for mono samples ``wav`` [samples] in
         [-1, 1] at ``sr`` Hz (resampled to ``sampling_rate`` first, as ``synth`` reads audio files)."""
-        return self._mel_of(wav, sr).numpy()
+        return self._mel_of(wav, sr).cpu().numpy()
 
     def from_audio(self, wav: MelLike, sr: int) -> np.ndarray:
         """Resynthesise mono samples ``wav`` [samples] at ``sr`` Hz: its mel (``mel``), vocoded; the
@@ -408,7 +407,7 @@ class Vocoder:
         if self.precision == "auto":
             self.choose_precision(batch)
         length = batch.shape[-1]
-        padded = bucketed(length) if self.device.type == "cpu" else length
+        padded = self.padded_frames(length)
         with torch.inference_mode(), _true_fp32(self.device):
             batch = batch.to(self.device)
             if padded > length:
@@ -432,46 +431,22 @@ class Vocoder:
         raise _Unmaskable
 
     def _checked(self, mel: MelLike, what: str, batched: bool) -> torch.Tensor:
-        """``mel`` as a float32 CPU or device tensor [num_mels, frames] (or [B, num_mels, frames] when
-        ``batched``), or BadInput naming what is wrong with it."""
-        shapes = f"[{self.num_mels}, frames]" + (f" or [batch, {self.num_mels}, frames]" if batched else "")
-        expected = f"expected a mel of shape {shapes} of floats"
-        if isinstance(mel, torch.Tensor):
-            tensor = mel.detach()
-            if tensor.is_complex() or tensor.dtype == torch.bool:
-                raise BadInput(f"{what} ({tensor.dtype}) holds {'complex numbers' if tensor.is_complex() else 'booleans'}; {expected}")
-        else:
-            array = np.asarray(mel)
-            if array.dtype.kind not in "fiu":
-                raise BadInput(f"{what} ({array.dtype}, shape {array.shape}) is not numbers; {expected}")
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-        shape = tuple(tensor.shape)
-        if tensor.dim() not in ((2, 3) if batched else (2,)) or shape[-2] != self.num_mels:
-            transposed = " (transposed? pass mel.T)" if len(shape) >= 2 and shape[-1] == self.num_mels else ""
-            raise BadInput(f"{what} of shape {shape} has the wrong shape{transposed}; {expected}")
-        if shape[-1] < MIN_MEL_FRAMES or (tensor.dim() == 3 and shape[0] == 0):
-            raise BadInput(f"{what} of shape {shape} is empty; {expected}, frames >= {MIN_MEL_FRAMES}")
+        """``mel`` as a float32 tensor on the device [num_mels, frames] (or [B, num_mels, frames] when
+        ``batched``), or BadInput naming what is wrong with it (``trainer.inference_input``)."""
+        if not isinstance(mel, torch.Tensor):
+            return torch.from_numpy(checked_mel(mel, self.num_mels, what, batched)).to(self.device)
+        tensor = mel.detach()
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise BadInput(f"{what} ({tensor.dtype}) holds {'complex numbers' if tensor.is_complex() else 'booleans'}; "
+                           f"{expected_mel(self.num_mels, batched)}")
+        check_mel_shape(tuple(tensor.shape), self.num_mels, what, batched)
         tensor = tensor.to(self.device, torch.float32)
         if not torch.isfinite(tensor).all():
-            raise BadInput(f"{what} of shape {shape} contains NaN or infinite values (after conversion to float32)")
+            raise non_finite(what, tuple(mel.shape))
         return tensor
 
     def _mel_of(self, wav: MelLike, sr: int) -> torch.Tensor:
-        samples = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
-        if samples.ndim != 1 or samples.dtype.kind not in "fiu":
-            raise BadInput(f"audio of dtype {samples.dtype}, shape {samples.shape}: expected mono samples [samples] of "
-                           f"floats in [-1, 1] (downmix first, e.g. wav.mean(axis=channel_axis))")
-        if int(sr) != sr or sr <= 0:
-            raise BadInput(f"sampling rate {sr!r} is not a positive whole number of Hz")
-        samples = samples.astype(np.float32)
-        if not np.isfinite(samples).all():
-            raise BadInput("audio contains NaN or infinite samples")
-        if int(sr) != self.sampling_rate and len(samples):
-            import soxr
-
-            samples = soxr.resample(samples, int(sr), self.sampling_rate, quality="VHQ").astype(np.float32)
-        if len(samples) < self.config.audio.n_fft:
-            raise BadInput(f"audio is too short: {len(samples)} samples at {self.sampling_rate} Hz, "
-                           f"need at least {self.config.audio.n_fft}")
+        samples = checked_audio(wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav), sr)
+        samples = resampled_for_mel(samples, sr, self.sampling_rate, self.n_fft)
         with torch.inference_mode():
-            return self._mel(torch.from_numpy(np.ascontiguousarray(samples))[None])[0].to(self.device)
+            return self._mel(torch.from_numpy(samples)[None])[0].to(self.device)

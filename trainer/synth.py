@@ -1,46 +1,93 @@
-"""``vocodertui synth`` (one file, or every mel and audio file of folders, in length-sorted padded
-batches) through ``trainer.inference.Vocoder``, and ``export`` to the reference's generator format."""
+"""``vocodertui synth`` (one file, or every mel and audio file of folders, in length-sorted batches) through
+either backend: ``trainer.inference.Vocoder`` (torch) or ``trainer.onnx_vocoder.OnnxVocoder`` (onnxruntime,
+an exported .onnx model). This module imports neither torch nor onnxruntime itself: the discovery of
+inputs, the batches, the progress, the failure list and the writing are the same for both, and
+``--backend onnxruntime`` runs where torch is not installed."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from trainer import checkpoint as ckpt
 from trainer.audio import AUDIO_EXTENSIONS, OUTPUT_FORMATS, load_audio, load_mel_npy, output_format, resampled_length, write_wav
-from trainer.config import Config
 from trainer.errors import UserError
-from trainer.inference import (  # noqa: F401  (re-exported: bench/ and the tests import them from here)
-    INFERENCE_PRECISIONS, GeneratorState, PrecisionChoice, Vocoder, bucketed, build_generator, check_precision,
-    load_generator_state, vocode,
-)
-from trainer.mel import MelSpectrogram, input_mel
-from trainer.rundir import write_text_atomic
+from trainer.inference_input import BadInput, check_precision
+
+if TYPE_CHECKING:  # torch: for the annotations only
+    from trainer.inference import PrecisionChoice
 
 MEL_EXTENSION = ".npy"
 SYNTH_EXTENSIONS = (MEL_EXTENSION, *AUDIO_EXTENSIONS)
 DEFAULT_BATCH_SECONDS = 30.0
+BACKENDS = ("torch", "onnxruntime")
 
 
-def read_input_mel(path: Path, cfg: Config, mel: Optional[MelSpectrogram] = None) -> torch.Tensor:
-    """[1, num_mels, frames] from a mel ``.npy`` or from any audio file (resampled to the config's rate);
-    ``mel``: the config's ``input_mel``, when the caller keeps one."""
+class AnyVocoder(Protocol):
+    """What synth uses of either backend's vocoder (``Vocoder``, ``OnnxVocoder``)."""
+
+    sampling_rate: int
+    hop_size: int
+    num_mels: int
+    n_fft: int
+    precision: str
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray: ...
+
+    def mel(self, wav: np.ndarray, sr: int) -> np.ndarray: ...
+
+    def vocode_list(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def check_backend(backend: str, checkpoint: Path, precision: str, config: Optional[str]) -> None:
+    """Refuse a backend, precision, config or checkpoint that do not go together, before any slow work."""
+    from trainer.onnx_vocoder import is_onnx_file
+
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    check_precision(precision)
+    if backend == "torch" and is_onnx_file(checkpoint):
+        raise UserError(f"{checkpoint} is an ONNX model: synthesise with it with --backend onnxruntime")
+    if backend == "onnxruntime":
+        if not is_onnx_file(checkpoint):
+            raise UserError(f"--backend onnxruntime runs an exported .onnx model, not {checkpoint}: "
+                            f"vocodertui export --format onnx --checkpoint {checkpoint} --out model.onnx")
+        if precision == "bf16":
+            raise UserError("--precision bf16 needs --backend torch: onnxruntime runs the exported model in fp32")
+        if config:
+            raise UserError("--config does not apply to an .onnx model: its settings are in the model; drop --config")
+
+
+def load_vocoder(backend: str, checkpoint: Path, config: Optional[str], precision: str) -> AnyVocoder:
+    """The checked backend's vocoder for ``checkpoint``; ``precision`` ``auto`` loads it in fp32."""
+    if backend == "onnxruntime":
+        from trainer.onnx_vocoder import OnnxVocoder
+
+        return OnnxVocoder(checkpoint)
+    from trainer.inference import Vocoder, load_generator_state
+
+    return Vocoder.from_state(load_generator_state(checkpoint, config), checkpoint,
+                              "fp32" if precision == "auto" else precision)
+
+
+def read_input_mel(path: Path, vocoder: AnyVocoder) -> np.ndarray:
+    """[num_mels, frames] float32 from a mel ``.npy`` or from any audio file (resampled to the vocoder's
+    rate, its mel by the vocoder's backend)."""
     if path.suffix.lower() == MEL_EXTENSION:
-        return torch.from_numpy(load_mel_npy(path, cfg.audio.num_mels)).unsqueeze(0)
-    loaded = load_audio(path, cfg.audio.sampling_rate)
-    if len(loaded.samples) < cfg.audio.n_fft:
-        raise UserError(f"{path} is too short: {len(loaded.samples)} samples, need at least {cfg.audio.n_fft}")
-    with torch.inference_mode():
-        return (mel if mel is not None else input_mel(cfg.audio))(torch.from_numpy(loaded.samples).unsqueeze(0))
+        return load_mel_npy(path, vocoder.num_mels)
+    loaded = load_audio(path, vocoder.sampling_rate)
+    if len(loaded.samples) < vocoder.n_fft:
+        raise UserError(f"{path} is too short: {len(loaded.samples)} samples, need at least {vocoder.n_fft}")
+    try:
+        return vocoder.mel(loaded.samples, vocoder.sampling_rate)
+    except BadInput as why:
+        raise UserError(f"{path}: {why}") from None
 
 
 def check_output_file(out: Path, example_name: str) -> None:
@@ -63,11 +110,12 @@ def check_writable(out: Path) -> None:
 
 
 def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[str] = None,
-               precision: str = "fp32", chose: Callable[[PrecisionChoice], None] = lambda _: None) -> float:
+               precision: str = "fp32", chose: Callable[[PrecisionChoice], None] = lambda _: None,
+               backend: str = "torch") -> float:
     """Write the waveform for ``input_path`` to ``out`` (format from its extension, replacing any
     file there only once the whole new one is written); returns its duration in seconds.
-    ``precision="auto"`` times fp32 and bf16 on this input and calls ``chose`` with the result."""
-    check_precision(precision)
+    ``precision="auto"`` (torch) times fp32 and bf16 on this input and calls ``chose`` with the result."""
+    check_backend(backend, checkpoint, precision, config)
     if input_path.is_dir():
         raise UserError(f"--input {input_path} is a folder; name an audio file or a .npy mel in it")
     if not input_path.is_file():
@@ -76,13 +124,11 @@ def synthesize(checkpoint: Path, input_path: Path, out: Path, config: Optional[s
         raise UserError(f"--out {out} is the --input file; choose another --out so the input is kept")
     check_output_file(out, "out.wav")
     output_format(out)
-    state = load_generator_state(checkpoint, config)
-    mel = read_input_mel(input_path, state.cfg)
-    vocoder = Vocoder.from_state(state, checkpoint, precision)
-    if precision == "auto":  # for this one run, on a shape not seen before
-        length = mel.shape[-1]
-        chose(vocoder.choose_precision(mel, [bucketed(length) if vocoder.device.type == "cpu" else length]))
-    audio = vocoder(mel[0])
+    vocoder = load_vocoder(backend, checkpoint, config, precision)
+    mel = read_input_mel(input_path, vocoder)
+    if precision == "auto" and backend == "torch":  # for this one run, on a shape not seen before
+        chose(vocoder.choose_precision(mel, [vocoder.padded_frames(mel.shape[-1])]))
+    audio = vocoder(mel)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, audio, vocoder.sampling_rate)
     return len(audio) / vocoder.sampling_rate
@@ -126,7 +172,7 @@ class SynthReport:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     precision: str = "fp32"
-    precision_choice: Optional[PrecisionChoice] = None
+    precision_choice: Optional[PrecisionChoice] = None  # what --precision auto measured (torch)
 
     @property
     def real_time_factor(self) -> float:
@@ -184,7 +230,7 @@ def check_jobs(jobs: list[Job]) -> None:
                             f"choose an --out outside the input folders")
 
 
-def estimated_frames(path: Path, vocoder: Vocoder) -> int:
+def estimated_frames(path: Path, vocoder: AnyVocoder) -> int:
     """The mel frames ``path`` gives, from its header alone (0 where that cannot be read: the file then
     fails when it is read, in a batch of the shortest)."""
     try:
@@ -210,11 +256,10 @@ def length_batches(jobs: list[Job], seconds_per_frame: float, batch_seconds: flo
     return batches + [current] if current else batches
 
 
-def batch_shapes(batches: list[list[Job]], vocoder: Vocoder) -> tuple[list[int], float]:
-    """The length in frames of each different input shape the generator will see for ``batches``, and
-    the seconds of audio it will make, padding included (for ``Vocoder.choose_precision``)."""
-    padded = bucketed if vocoder.device.type == "cpu" else (lambda frames: frames)
-    runs = [(len(batch), padded(max(1, max(job.frames for job in batch)))) for batch in batches]
+def batch_shapes(batches: list[list[Job]], vocoder: AnyVocoder) -> tuple[list[int], float]:
+    """The length in frames of each different input shape the torch generator will see for ``batches``,
+    and the seconds of audio it will make, padding included (for ``Vocoder.choose_precision``)."""
+    runs = [(len(batch), vocoder.padded_frames(max(1, max(job.frames for job in batch)))) for batch in batches]
     seconds = sum(count * length for count, length in runs) * vocoder.hop_size / vocoder.sampling_rate
     return [length for _, length in set(runs)], seconds
 
@@ -223,7 +268,7 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
                     precision: str = "fp32", batch_seconds: float = DEFAULT_BATCH_SECONDS, overwrite: bool = False,
                     started: Callable[[int, int], None] = lambda total, skipped: None,
                     advance: Callable[[SynthProgress], None] = lambda _: None,
-                    chose: Callable[[PrecisionChoice], None] = lambda _: None) -> SynthReport:
+                    chose: Callable[[PrecisionChoice], None] = lambda _: None, backend: str = "torch") -> SynthReport:
     """Vocode every input file (``.npy`` mels and audio files; folders searched recursively) into the
     folder ``out`` (see ``plan_jobs``), in batches of at most ``batch_seconds`` of audio.
 
@@ -232,9 +277,9 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
     at all). Whatever is wrong with the command as a whole (a missing input, an ``--out`` that is a
     file or cannot be written, two inputs with one output) is a UserError before anything is written.
     ``started(to_do, skipped)`` is called once the checkpoint is loaded, ``advance`` after each batch,
-    ``chose`` with what ``precision="auto"`` measured on the first batch.
+    ``chose`` with what ``precision="auto"`` measured on the first batch (torch; onnxruntime runs fp32).
     """
-    check_precision(precision)
+    check_backend(backend, checkpoint, precision, config)
     if not batch_seconds > 0:
         raise UserError(f"--batch-seconds must be above 0, got {batch_seconds}")
     for given in inputs:
@@ -250,15 +295,13 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
     if not jobs and not failed:
         raise UserError(f"no .npy mel or audio file ({', '.join(AUDIO_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
     check_jobs(jobs)
-    report = SynthReport(failed=failed, precision=precision)
+    report = SynthReport(failed=failed, precision="fp32" if backend == "onnxruntime" else precision)
     if not overwrite:
         report.skipped = [job.out for job in jobs if job.out.exists()]
         jobs = [job for job in jobs if not job.out.exists()]
     if not jobs:
         return report
-    state = load_generator_state(checkpoint, config)
-    vocoder = Vocoder.from_state(state, checkpoint, "fp32" if precision == "auto" else precision)
-    mel_of_audio = input_mel(vocoder.config.audio)
+    vocoder = load_vocoder(backend, checkpoint, config, precision)
     for job in jobs:
         job.frames = estimated_frames(job.source, vocoder)
     batches = length_batches(jobs, vocoder.hop_size / vocoder.sampling_rate, batch_seconds)
@@ -269,11 +312,11 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
         mels, ready = [], []
         for job in batch:
             try:
-                mels.append(read_input_mel(job.source, vocoder.config, mel_of_audio)[0])
+                mels.append(read_input_mel(job.source, vocoder))
                 ready.append(job)
             except UserError as why:
                 report.failed.append((job.source, str(why)))
-        if ready and precision == "auto" and report.precision_choice is None:
+        if ready and precision == "auto" and backend == "torch" and report.precision_choice is None:
             report.precision_choice = vocoder.choose_precision(mels, *batch_shapes(batches, vocoder))
             report.precision = vocoder.precision
             chose(report.precision_choice)
@@ -293,55 +336,3 @@ def synthesize_many(checkpoint: Path, inputs: list[Path], out: Path, config: Opt
         advance(SynthProgress(done, len(jobs), len(report.written), len(report.failed), report.audio_seconds,
                               report.wall_seconds))
     return report
-
-
-def jik876_config(cfg: Config) -> dict:
-    a, g, t = cfg.audio, cfg.generator, cfg.training
-    return {
-        "resblock": g.resblock, "num_gpus": 0, "batch_size": t.batch_size, "learning_rate": t.learning_rate_g,
-        "adam_b1": t.adam_b1, "adam_b2": t.adam_b2, "lr_decay": t.lr_decay, "seed": t.seed,
-        "upsample_rates": g.upsample_rates, "upsample_kernel_sizes": g.upsample_kernel_sizes,
-        "upsample_initial_channel": g.upsample_initial_channel, "resblock_kernel_sizes": g.resblock_kernel_sizes,
-        "resblock_dilation_sizes": g.resblock_dilation_sizes, "segment_size": t.segment_size,
-        "num_mels": a.num_mels, "num_freq": a.n_fft // 2 + 1, "n_fft": a.n_fft, "hop_size": a.hop_size,
-        "win_size": a.win_size, "sampling_rate": a.sampling_rate, "fmin": a.fmin, "fmax": a.fmax,
-        "fmax_for_loss": a.fmax_for_loss, "num_workers": t.num_workers,
-        "dist_config": {"dist_backend": "nccl", "dist_url": "tcp://localhost:54321", "world_size": 1},
-    }
-
-
-def export(checkpoint: Path, out: Path, config: Optional[str] = None) -> list[str]:
-    """Write ``out`` as a jik876 generator file and ``config.json`` beside it (both or neither); returns warnings."""
-    check_output_file(out, "g_00000000")
-    if out.exists():
-        raise UserError(f"{out} exists; remove it or choose another --out")
-    loaded = load_generator_state(checkpoint, config)
-    state_dict, cfg = loaded.weights, loaded.cfg
-    if cfg.generator.type != "hifigan":
-        raise UserError(f"{checkpoint} holds a {cfg.generator.type} generator: the jik876 format holds HiFi-GAN's only")
-    build_generator(state_dict, cfg, checkpoint)  # refuses weights that do not fit the config
-    config_path = out.parent / "config.json"
-    config_text = json.dumps(jik876_config(cfg), indent=4) + "\n"
-    config_exists = config_path.exists()
-    if config_exists and config_path.read_text(encoding="utf-8") != config_text:
-        raise UserError(f"{config_path} exists and describes another model; export into another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ckpt.save_atomic({"generator": {k: v.clone() for k, v in state_dict.items()}}, out)
-    if not config_exists:
-        write_config_or_undo(config_path, config_text, out)
-    warnings = []
-    if cfg.audio.num_mels != 80:
-        warnings.append(
-            f"the reference's Generator is built for 80 mels (its conv_pre is fixed); this model takes "
-            f"{cfg.audio.num_mels}, so jik876's own code cannot load it without that one change"
-        )
-    return warnings
-
-
-def write_config_or_undo(config_path: Path, config_text: str, generator_file: Path) -> None:
-    """Write the exported generator's config.json; if that fails, remove the generator file too."""
-    try:
-        write_text_atomic(config_path, config_text)
-    except OSError as exc:
-        generator_file.unlink(missing_ok=True)
-        raise UserError(f"cannot write {config_path}: {exc.strerror or exc}; nothing was exported") from None

@@ -253,7 +253,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         say(f"vocodertui: {choice.line()}")
 
     if len(inputs) == 1 and not inputs[0].is_dir():  # one file: --out is that file, replaced if it exists
-        seconds = synthesize(Path(args.checkpoint), inputs[0], Path(args.out), args.config, args.precision, chose)
+        seconds = synthesize(Path(args.checkpoint), inputs[0], Path(args.out), args.config, args.precision, chose,
+                             args.backend)
         print(f"wrote {args.out} ({seconds:.2f} s of audio)")
         return 0
 
@@ -274,7 +275,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     with progress:
         report = synthesize_many(Path(args.checkpoint), inputs, Path(args.out), args.config, args.precision,
-                                 args.batch_seconds, args.overwrite, started, advance, chose)
+                                 args.batch_seconds, args.overwrite, started, advance, chose, args.backend)
     skipped = f"; {len(report.skipped)} existed and were skipped" if report.skipped else ""
     if report.written or not report.skipped:
         files = f"{len(report.written)} file{'' if len(report.written) == 1 else 's'}"
@@ -352,11 +353,25 @@ def eval_table(report) -> Table:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from trainer.synth import export
+    out = Path(args.out)
+    if args.format == "onnx":
+        from trainer.onnx_export import export_onnx
 
-    for warning in export(Path(args.checkpoint), Path(args.out), args.config):
+        verify = Path(args.verify_input) if args.verify_input else None
+        done = export_onnx(Path(args.checkpoint), out, args.config, verify)
+        print(f"wrote {out} ({done.generator}, ONNX opset {done.opset}, dynamic batch and frames); onnxruntime "
+              f"matches torch within {done.max_abs:.1e} (max abs) at {' and '.join(map(str, done.lengths))} frames "
+              f"of {done.verified_on}")
+        return 0
+    if args.verify_input:
+        raise UserError("--verify-input checks an ONNX export: add --format onnx, or drop --verify-input")
+    if out.suffix.lower() == ".onnx":
+        raise UserError(f"--out {out} names an ONNX file but --format is jik876: add --format onnx")
+    from trainer.export import export
+
+    for warning in export(Path(args.checkpoint), out, args.config):
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {args.out} and {Path(args.out).parent / 'config.json'}")
+    print(f"wrote {args.out} and {out.parent / 'config.json'}")
     return 0
 
 
@@ -454,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="turn mels (.npy) or audio files into audio with a checkpoint, one file or folders of them")
     synth.add_argument("--checkpoint", required=True,
-                       help="our ckpt_XXXXXXXX.pt, a jik876 g_XXXXXXXX, or a BigVGAN release folder")
+                       help="our ckpt_XXXXXXXX.pt, a jik876 g_XXXXXXXX, a BigVGAN release folder, or (with "
+                            "--backend onnxruntime) a model.onnx")
     synth.add_argument("--config", help="config for a jik876 checkpoint (default: config.json beside it)")
     synth.add_argument("--input", required=True, nargs="+", action="extend", metavar="IN",
                        help="IN.wav (any audio file), IN.npy mel [n_mels, frames], or a folder of them (searched "
@@ -469,7 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace outputs that exist (default: skip them; one input file always replaces its --out)")
     synth.add_argument("--precision", default="fp32",
                        help="fp32 (default); bf16: about 2x faster on CPUs with avx512_bf16 or AMX, ~45-50 dB SNR "
-                            "against fp32; auto: time both on the first batch and keep the faster")
+                            "against fp32; auto: time both on the first batch and keep the faster (torch only)")
+    synth.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                       help="torch (default): any checkpoint; onnxruntime: an .onnx model from export --format onnx, "
+                            "without importing torch (fp32)")
     synth.set_defaults(func=cmd_synth)
 
     evaluation = sub.add_parser("eval", help="vocode a dataset with checkpoints and score them: PESQ, M-STFT, pitch, DNSMOS")
@@ -486,10 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", help="keep the generated WAVs here, a folder per checkpoint")
     evaluation.set_defaults(func=cmd_eval)
 
-    export = sub.add_parser("export", help="write a generator file that jik876/hifi-gan loads")
-    export.add_argument("--checkpoint", required=True)
+    export = sub.add_parser("export", help="write the generator as a file jik876/hifi-gan loads, or as an ONNX model")
+    export.add_argument("--checkpoint", required=True,
+                        help="our ckpt_XXXXXXXX.pt, a jik876 g_XXXXXXXX, or a BigVGAN release folder")
     export.add_argument("--config", help="config for a jik876 checkpoint (default: config.json beside it)")
-    export.add_argument("--out", required=True, help="output file, e.g. g_00500000 (config.json is written beside it)")
+    export.add_argument("--format", choices=("jik876", "onnx"), default="jik876",
+                        help="jik876 (default): its g_ file and config.json, HiFi-GAN only; onnx: a model that "
+                             "synth --backend onnxruntime runs without torch (HiFi-GAN or BigVGAN)")
+    export.add_argument("--out", required=True,
+                        help="output file: e.g. g_00500000 (jik876; config.json is written beside it) or model.onnx")
+    export.add_argument("--verify-input", metavar="FILE",
+                        help="onnx: the audio file or .npy mel whose mel checks onnxruntime against torch "
+                             "(default: a synthetic demo clip)")
     export.set_defaults(func=cmd_export)
 
     export_metrics = sub.add_parser("export-metrics", help="a run's metrics, validation and quality as TensorBoard event files or CSV")
