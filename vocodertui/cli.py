@@ -483,9 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 30; a longer file runs alone)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace outputs that exist (default: skip them; one input file always replaces its --out)")
-    synth.add_argument("--precision", default="fp32",
-                       help="fp32 (default); bf16: about 2x faster on CPUs with avx512_bf16 or AMX, ~45-50 dB SNR "
-                            "against fp32; auto: time both on the first batch and keep the faster (torch only)")
+    synth.add_argument("--precision", default="auto",
+                       help="auto (default): time fp32 and bf16 on the first batch, add what each new input shape "
+                            "costs, and keep the one predicted to finish first (fp32 under onnxruntime); fp32; "
+                            "bf16: autocast, ~45-50 dB SNR against fp32, faster only where the CPU or GPU has bf16 units")
     synth.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                        help="torch (default): any checkpoint; onnxruntime: an .onnx model from export --format onnx, "
                             "without importing torch (fp32)")
