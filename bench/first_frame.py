@@ -11,8 +11,8 @@ stops when `tmux capture-pane` first shows the newest step as the progress panel
 
 `--against REV` also times the code at that git revision (extracted with `git archive`), launches
 alternating with this tree's, so that the ratio of the two is measured under the same load. The idle
-CPU of the 4-run dashboard (its process's CPU time over `--idle-seconds` once settled, as a share of
-one core) is measured for both too. Prints the CPU, the load before and after, and one JSON object.
+CPU of the 4-run dashboard (its process's CPU time over `--idle-seconds`, from 10 s after it has
+indexed, as a share of one core) is measured for both too, `--idle-repeats` times each, alternating. Prints the CPU, the load before and after, and one JSON object.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from trainer.rundir import JsonlWriter, RunPaths  # noqa: E402
 
 POLL_S = 0.005
 TIMEOUT_S = 60.0
+SETTLE_S = 10.0
 
 
 class Terminal:
@@ -95,7 +96,7 @@ def idle_cpu(term: Terminal, source: Path, runs: list[RunPaths], seconds: float)
     while "indexing" in term.screen():
         assert time.monotonic() < deadline, "the dashboard did not finish indexing"
         time.sleep(0.5)
-    time.sleep(2.0)
+    time.sleep(SETTLE_S)  # the compared runs are read (and indexed) after the steered one
     app = term.app_process()
     before = sum(app.cpu_times()[:2])
     time.sleep(seconds)
@@ -132,7 +133,8 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=5, help="launches of each case (and of each tree)")
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--against", metavar="REV", help="also time the code at this git revision, alternating")
-    parser.add_argument("--cases", default="empty,1run,4runs")
+    parser.add_argument("--idle-repeats", type=int, default=2, help="idle measurements of each tree, alternating")
+    parser.add_argument("--cases", default="empty,1run,4runs", help="which first frames to time (comma-separated)")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         sys.exit("first_frame.py needs tmux")
@@ -154,7 +156,7 @@ def main() -> None:
         term = Terminal()
         result: dict = {"lines": args.lines, "launches": args.launches, "cpu": cpu_name(), "cores": os.cpu_count()}
         try:
-            for case in args.cases.split(","):
+            for case in filter(None, args.cases.split(",")):
                 runs, shows = cases[case]
                 for source in trees.values():  # warm the file cache and .pyc of both trees
                     first_frame(term, source, runs, shows)
@@ -168,8 +170,11 @@ def main() -> None:
                     result[case]["ratio_this_to_against_median"] = round(statistics.median(ratios), 3)
                 print(json.dumps({case: result[case]}), file=sys.stderr)
             if args.idle_seconds > 0:
-                result["idle_cpu_percent_of_one_core_4runs"] = {
-                    name: idle_cpu(term, source, compared, args.idle_seconds) for name, source in trees.items()}
+                idle: dict[str, list[float]] = {name: [] for name in trees}
+                for _ in range(args.idle_repeats):
+                    for name, source in trees.items():
+                        idle[name].append(idle_cpu(term, source, compared, args.idle_seconds))
+                result["idle_cpu_percent_of_one_core_4runs"] = idle
         finally:
             term.close()
     result["load_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]

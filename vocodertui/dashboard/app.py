@@ -148,7 +148,7 @@ class MonitorApp(App):
         view = message.view
         if view.run not in self.runs:
             return  # from the reader of a run we have just stopped following
-        if not self.query(RunHeader):
+        if self.query_one_optional(RunHeader) is None:  # query_one is cached; query() would walk every widget
             return  # posted as the app closed: the screen's widgets are already gone
         self.views[view.run] = view
         if view.run == self.run_paths:
@@ -178,8 +178,8 @@ class MonitorApp(App):
         self.query_one(AlertList).show(view)
         self.query_one(ProgressPanel).show(view)
         self.query_one(SystemLine).show(view)
-        for table in self.query(CheckpointTable):
-            table.show(view)
+        for table in ("#checkpoint-table", "#quality-checkpoints"):
+            self.query_one(table, CheckpointTable).show(view)
         self.query_one(EventLog).show(view)
         self.query_one(SamplesPane).samples = view.samples
 
