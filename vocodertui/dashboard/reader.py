@@ -117,6 +117,8 @@ class RunReader:
     def run(self, post: Callable[[RunView], None]) -> None:
         feed = self.make_feed(self.run_paths)
         try:
+            if not self.closed:
+                post(feed.view(warnings=False))  # the first frame; the warnings follow in the next view
             while not self.closed:
                 post(feed.view())
                 if feed.index_some():
