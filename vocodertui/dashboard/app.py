@@ -124,12 +124,21 @@ class MonitorApp(App):
         for run in [r for r in self.readers if r not in self.runs]:
             self.readers.pop(run).close()  # its worker ends after the view it is reading
             self.views.pop(run, None)
-        for run in self.runs:
-            if run not in self.readers:
-                self.readers[run] = RunReader(run, self.make_feed)
-                self.read(self.readers[run])
-            self.readers[run].set_tick(TICK_S if run == self.run_paths else COMPARED_TICK_S)
+        for run, reader in self.readers.items():
+            reader.set_tick(self.tick_of(run))
+        self.start_readers()
         self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
+
+    def tick_of(self, run: RunPaths) -> float:
+        return TICK_S if run == self.run_paths else COMPARED_TICK_S
+
+    def start_readers(self) -> None:
+        """A reader for the steered run at once; for the other compared runs once its first view is on
+        screen, so that their reading (parsing, a thread each) does not delay its newest step."""
+        for run in self.runs:
+            if run not in self.readers and (run == self.run_paths or self.run_paths in self.views):
+                self.readers[run] = RunReader(run, self.make_feed, self.tick_of(run))
+                self.read(self.readers[run])
 
     @work(thread=True, group="feed")
     def read(self, reader: RunReader) -> None:
@@ -139,11 +148,13 @@ class MonitorApp(App):
         view = message.view
         if view.run not in self.runs:
             return  # from the reader of a run we have just stopped following
-        if not self.query(RunHeader):
+        if self.query_one_optional(RunHeader) is None:  # query_one is cached; query() would walk every widget
             return  # posted as the app closed: the screen's widgets are already gone
         self.views[view.run] = view
         if view.run == self.run_paths:
             self.show_steered(view)
+            if len(self.readers) < len(self.runs):
+                self.call_after_refresh(self.start_readers)
         self.show_compared()
 
     def show_compared(self) -> None:
@@ -167,8 +178,8 @@ class MonitorApp(App):
         self.query_one(AlertList).show(view)
         self.query_one(ProgressPanel).show(view)
         self.query_one(SystemLine).show(view)
-        for table in self.query(CheckpointTable):
-            table.show(view)
+        for table in ("#checkpoint-table", "#quality-checkpoints"):
+            self.query_one(table, CheckpointTable).show(view)
         self.query_one(EventLog).show(view)
         self.query_one(SamplesPane).samples = view.samples
 

@@ -124,7 +124,9 @@ class RunFeed:
             self._rows_stale = True  # whole-run plots can now include the older lines
         return more
 
-    def view(self) -> RunView:
+    def view(self, warnings: bool = True) -> RunView:
+        """What the run looks like now; ``warnings=False`` leaves the warnings as they were (none, at first):
+        the reader's first view, so the newest step is on screen before the alerts are computed."""
         new_events, reset = self.event_reader.read_new()
         if reset:
             self.events = []
@@ -149,7 +151,7 @@ class RunFeed:
         system = self.system(self.run, status.rss_bytes)
         computed_at, state = self._alerts_for
         waited = time.monotonic() - computed_at
-        if (status.state != state or waited >= ALERTS_IDLE_S or (self._alerts_stale and waited >= ALERTS_EVERY_S)
+        if warnings and (status.state != state or waited >= ALERTS_IDLE_S or (self._alerts_stale and waited >= ALERTS_EVERY_S)
                 or (status.state == "stalled" and waited >= ALERTS_EVERY_S)):  # its message counts the seconds
             self.alerts = alerts.for_run(self.run, status, self.events, recent, system.disk_free, config, config_problem, now)
             self._alerts_for, self._alerts_stale = (time.monotonic(), status.state), False

@@ -24,21 +24,11 @@ class Waker:
     """Wakes the reader when something in the run folder changes (watchfiles), else every tick."""
 
     def __init__(self, folder: Path):
+        self.folder = folder.resolve()
         self.changed = threading.Event()
         self.stop = threading.Event()
         self.polling = False
-        self.thread = threading.Thread(target=self._watch, args=(folder,), daemon=True, name="run-folder-watch")
-        self.thread.start()
-
-    def _watch(self, folder: Path) -> None:
-        try:
-            import watchfiles
-
-            for _ in watchfiles.watch(folder, stop_event=self.stop, debounce=50, step=30, raise_interrupt=False):
-                self.changed.set()
-        except Exception:  # no inotify, folder missing, too many watches: poll instead
-            self.polling = True
-            self.changed.set()
+        WATCH.add(self)
 
     def wait(self, timeout: float) -> None:
         self.changed.wait(min(timeout, POLL_S) if self.polling else timeout)
@@ -47,6 +37,68 @@ class Waker:
     def close(self) -> None:
         self.stop.set()
         self.changed.set()
+        WATCH.remove(self)
+
+
+class FolderWatch:
+    """One watchfiles thread for the folders of every open ``Waker``, waking those where something changed.
+
+    watchfiles' loop wakes every ``step`` ms to look at its stop event, a few hundredths of a
+    percent of a core each time: one thread per compared run would be most of the dashboard's idle
+    CPU. The thread is replaced whenever the set of folders changes.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wakers: set[Waker] = set()
+        self.folders: frozenset[Path] = frozenset()
+        self.stop = threading.Event()
+
+    def add(self, waker: Waker) -> None:
+        with self.lock:
+            self.wakers.add(waker)
+            self._rewatch()
+
+    def remove(self, waker: Waker) -> None:
+        with self.lock:
+            self.wakers.discard(waker)
+            self._rewatch()
+
+    def _rewatch(self) -> None:
+        folders = frozenset(w.folder for w in self.wakers)
+        if folders == self.folders:
+            return
+        self.stop.set()  # the old thread ends at its next step
+        self.folders, self.stop = folders, threading.Event()
+        if folders:
+            threading.Thread(target=self._watch, args=(folders, self.stop), daemon=True, name="run-folder-watch").start()
+
+    def _wakers_in(self, folders: frozenset[Path]) -> list[Waker]:
+        with self.lock:
+            return [w for w in self.wakers if w.folder in folders]
+
+    def _watch(self, folders: frozenset[Path], stop: threading.Event) -> None:
+        missing = frozenset(f for f in folders if not f.is_dir())
+        for waker in self._wakers_in(missing):  # they poll; the others are still watched
+            waker.polling = True
+            waker.changed.set()
+        folders -= missing
+        if not folders:
+            return
+        try:
+            import watchfiles
+
+            for changes in watchfiles.watch(*folders, stop_event=stop, debounce=50, step=30, raise_interrupt=False):
+                changed = {folder for _, path in changes for folder in folders if Path(path).is_relative_to(folder)}
+                for waker in self._wakers_in(frozenset(changed)):
+                    waker.changed.set()
+        except Exception:  # no inotify, too many watches: these readers poll instead
+            for waker in self._wakers_in(folders):
+                waker.polling = True
+                waker.changed.set()
+
+
+WATCH = FolderWatch()
 
 
 class RunReader:
@@ -65,6 +117,8 @@ class RunReader:
     def run(self, post: Callable[[RunView], None]) -> None:
         feed = self.make_feed(self.run_paths)
         try:
+            if not self.closed:
+                post(feed.view(warnings=False))  # the first frame; the warnings follow in the next view
             while not self.closed:
                 post(feed.view())
                 if feed.index_some():

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Label, Markdown
+from textual.widgets import Button, DataTable, Label
 
 from vocodertui.dashboard.widgets import RUN_COLOURS, hex_colour
 from vocodertui.runstate import CheckpointInfo, RunStatus, quality_cells, scored_metrics
@@ -155,5 +155,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
 
     def compose(self) -> ComposeResult:
+        from textual.widgets import Markdown  # markdown-it takes ~0.05 s to import: not before the first frame
+
         with VerticalScroll(classes="dialog"):
             yield Markdown(HELP)

@@ -185,15 +185,19 @@ class LossPlot(PlotextPlot):
     traces: tuple[Trace, ...] = ()
     log_y = False
     note = ""
+    shown = False  # nothing to show before the first ``show``: blank, not an empty plotext frame (costly to draw)
 
     def show(self, title: str, traces: tuple[Trace, ...], log_y: bool = False, note: str = "") -> None:
-        self.title, self.traces, self.log_y, self.note = title, traces, log_y, note
+        self.title, self.traces, self.log_y, self.note, self.shown = title, traces, log_y, note, True
         self.draw()
 
     def on_resize(self) -> None:
-        self.draw()
+        if self.shown:
+            self.draw()
 
     def render(self):
+        if not self.shown:
+            return Text("")
         if self.note:
             return Text(f"{self.title}\n\n{self.note}", style="dim", justify="center")
         return super().render()
