@@ -151,18 +151,24 @@ class MonitorApp(App):
         if self.query_one_optional(RunHeader) is None:  # query_one is cached; query() would walk every widget
             return  # posted as the app closed: the screen's widgets are already gone
         self.views[view.run] = view
+        first = False
         if view.run == self.run_paths:
+            first = self.view is None
             self.show_steered(view)
             if len(self.readers) < len(self.runs):
                 self.call_after_refresh(self.start_readers)
-        self.show_compared()
+        self.show_compared(plots=not first)
+        if first:  # the newest step on screen first; plotext's drawing of the plots the frame after
+            self.call_after_refresh(self.show_compared)
 
-    def show_compared(self) -> None:
+    def show_compared(self, plots: bool = True) -> None:
         """The header and the plots, once every compared run has been read (colours go by position)."""
-        if any(run not in self.views for run in self.runs):
+        if any(run not in self.views for run in self.runs) or self.query_one_optional(RunHeader) is None:
             return
         views = [self.views[run] for run in self.runs]
         self.query_one(RunHeader).show(views, self.launching)
+        if not plots:
+            return
         curves = tuple(v.curves for v in views)
         self.query_one(LossesPane).curves = curves
         self.query_one(HealthPane).curves = curves
