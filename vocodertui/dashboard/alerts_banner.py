@@ -16,8 +16,8 @@ BANNER_LINES = 3  # more warnings than this: the rest are counted and listed in 
 KIND_WIDTH = max(len(kind) for kind in ALERT_KINDS)
 
 
-class AlertBanner(Static):
-    """One line per warning (cut to the width, app.tcss): ⚠, its kind, since which step, and the message."""
+class Warnings(Static):
+    """The run's warnings, hidden while there are none; subclasses draw them in ``watch_alerts``."""
 
     alerts: reactive[tuple[Alert, ...]] = reactive((), init=False)
 
@@ -26,6 +26,10 @@ class AlertBanner(Static):
 
     def show(self, view: RunView) -> None:
         self.alerts = tuple(view.status.warnings)
+
+
+class AlertBanner(Warnings):
+    """One line per warning (cut to the width, app.tcss): ⚠, its kind, since which step, and the message."""
 
     def watch_alerts(self, alerts: tuple[Alert, ...]) -> None:
         self.display = bool(alerts)
@@ -35,16 +39,8 @@ class AlertBanner(Static):
         self.update(Text("\n").join(lines))
 
 
-class AlertList(Static):
+class AlertList(Warnings):
     """The warnings in the Events tab, in its columns: since when, since which step, kind, and why."""
-
-    alerts: reactive[tuple[Alert, ...]] = reactive((), init=False)
-
-    def on_mount(self) -> None:
-        self.display = False
-
-    def show(self, view: RunView) -> None:
-        self.alerts = tuple(view.status.warnings)
 
     def watch_alerts(self, alerts: tuple[Alert, ...]) -> None:
         self.display = bool(alerts)
