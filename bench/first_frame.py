@@ -80,7 +80,8 @@ class Terminal:
 
 def monitor_command(source: Path, runs: list[RunPaths]) -> str:
     named = " ".join(f"--run {run.name}" for run in runs)
-    return f"env PYTHONPATH={source} {sys.executable} -m vocodertui.cli monitor {named} --logs-dir {runs[0].root.parent}"
+    # -u PYTHONDONTWRITEBYTECODE: the warm-up launch leaves .pyc files, as a user's first launch does
+    return f"env -u PYTHONDONTWRITEBYTECODE PYTHONPATH={source} {sys.executable} -m vocodertui.cli monitor {named} --logs-dir {runs[0].root.parent}"
 
 
 def first_frame(term: Terminal, source: Path, runs: list[RunPaths], shows: str) -> float:

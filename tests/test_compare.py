@@ -55,7 +55,7 @@ def text_of(app, selector: str) -> str:
 
 
 async def loaded(pilot, app, runs: int = 1) -> None:
-    await until(pilot, lambda: len(app.query_one(LossesPane).curves) == runs, f"the plots of {runs} runs")
+    await until(pilot, lambda: app.tabs_mounted and len(app.query_one(LossesPane).curves) == runs, f"the plots of {runs} runs")
 
 
 async def test_two_runs_overlay_every_plot_in_their_colours_with_a_legend(tmp_path):
@@ -311,7 +311,7 @@ def test_compare_snapshot(tmp_path, snap_compare, utc):  # noqa: F811
     app = compare(a.run, b.run)
 
     async def ready(pilot):
-        await until(pilot, lambda: len(app.query_one(LossesPane).curves) == 2 and
+        await until(pilot, lambda: app.tabs_mounted and len(app.query_one(LossesPane).curves) == 2 and
                     "● bigvgan-try stopped" in text_of(app, "#header"), "both runs")
         await pilot.pause()
 

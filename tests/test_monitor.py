@@ -127,7 +127,7 @@ async def test_finished_run_shows_its_history_and_offers_resume_not_stop(tmp_pat
     fake = finished_run(tmp_path / "r1")
     app = monitor(fake.run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         assert "finished" in header(app) and app.query_one(RunHeader).has_class("-ok")
         assert app.view.status.step == 400 and app.view.curves.rows[-1, 1] == 400 and len(app.view.curves.rows) == 40
         assert app.check_action("resume", ()) and app.check_action("stop", ()) is None
@@ -155,7 +155,7 @@ def test_an_idle_run_gives_equal_curves_so_plots_are_not_redrawn(tmp_path):
 async def test_command_palette_offers_only_the_actions_that_apply(tmp_path):
     app = monitor(finished_run(tmp_path / "r").run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Resume training" in titles and "Stop training" not in titles and "Checkpoint now" not in titles
         await pilot.press("ctrl+p", *"resume")
@@ -175,7 +175,7 @@ async def test_crashed_run_shows_the_reason_in_error_colours(tmp_path):
     fake.event(NOW - 60, "crashed", 50, reason="RuntimeError: CUDA out of memory", traceback="...")
     app = monitor(fake.run)
     async with app.run_test() as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         assert "crashed" in header(app) and "CUDA out of memory" in header(app)
         assert app.query_one(RunHeader).has_class("-error")
         assert app.check_action("resume", ()) is None  # no checkpoint to resume from
@@ -190,7 +190,7 @@ async def test_events_tab_says_when_the_trainer_reopened_a_deleted_metrics_file(
                skipped_batch={"epoch": 1, "batch": 3}, strikes=1)
     app = monitor(fake.run)
     async with app.run_test(size=(140, 40)) as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         await pilot.press("4")
         log = app.query_one(EventLog)
         await until(pilot, lambda: log.shown == 3, "the events")
@@ -261,7 +261,7 @@ async def test_stalled_run_warns_and_stop_signals_the_verified_trainer(tmp_path,
     adopt(fake.run, fake_trainer)
     app = monitor(fake.run, feed=RunFeed)
     async with app.run_test() as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         assert "stalled" in header(app) and app.query_one(RunHeader).has_class("-warning")
         assert f"pid {fake_trainer.pid}" in header(app)
         assert app.check_action("resume", ()) is None
@@ -288,7 +288,7 @@ async def test_torn_lines_and_new_lines_reach_the_screen(tmp_path):
         f.write(b'{"time": 1, "garbage\n{"time":1795599960.0,"step":60,"epoch":1,"loss_g":4')
     app = monitor(fake.run)
     async with app.run_test() as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         assert app.view.curves.rows[-1, 1] == 50
         with open(fake.run.metrics, "ab") as f:
             f.write(b'1.5,"loss_d":4.0,"loss_mel":0.8}\n')
@@ -307,7 +307,7 @@ async def test_resumed_run_plots_only_the_current_timeline(tmp_path):
     fake.train(NOW - 700 - 25, 60, 70)
     app = monitor(fake.run)
     async with app.run_test() as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         assert app.view.curves.column("step").tolist() == [10, 20, 30, 40, 50, 60, 70]
 
 
@@ -396,7 +396,7 @@ async def test_a_huge_metrics_file_renders_from_its_tail_then_indexes_the_rest(t
         f.writelines(line % (NOW - 400_000 + s, s, 100 - s / 3000) for s in range(1, 300_001))
     app = monitor(fake.run)
     async with app.run_test() as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         first = app.view
         assert first.status.step == 300_000 and first.curves.rows[-1, 1] == 300_000
         await until(pilot, lambda: not app.view.indexing, "the older lines to be indexed")
@@ -412,7 +412,7 @@ async def test_run_list_switches_between_runs(tmp_path):
     other.event(NOW - 30, "stopped", 20, reason="SIGTERM")
     app = monitor(RunPaths(tmp_path / "newer"))
     async with app.run_test() as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         assert app.view.status.state == "stopped"
         await pilot.press("l")
         await until(pilot, lambda: isinstance(app.screen, RunPicker), "the run list")
@@ -519,7 +519,7 @@ def test_main_screen_snapshot(size, tmp_path, snap_compare, utc):
     async def loaded(pilot):
         def footer_follows_state():
             keys = {k.key: k for k in app.query("FooterKey")}
-            return app.view is not None and "r" in keys and not keys["r"].has_class("-disabled") and keys["s"].has_class("-disabled")
+            return app.tabs_mounted and "r" in keys and not keys["r"].has_class("-disabled") and keys["s"].has_class("-disabled")
 
         await until(pilot, footer_follows_state, "the footer to show resume enabled and stop disabled")
         await pilot.pause()

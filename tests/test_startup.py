@@ -27,7 +27,7 @@ async def test_the_help_still_opens_with_its_markdown_imported_late(tmp_path):
 
     app = monitor(finished_run(tmp_path / "run").run)
     async with app.run_test(size=(100, 40)) as pilot:
-        await until(pilot, lambda: app.view is not None, "the first view")
+        await until(pilot, lambda: app.tabs_mounted, "the first view on every tab")
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query(Markdown), "the help")
         await pilot.pause()

@@ -4,7 +4,9 @@ The app composes the screen, owns the keys and steers the trainer only through
 ``vocodertui.control`` (verified PID, signals), as ``vocodertui stop`` and ``start`` do; when runs
 are compared, the first is the one it steers. Reading is ``RunReader``'s, one worker thread per
 run; each view a reader posts is handed out to the widgets and panes as value-comparable
-reactives, so only what changed repaints. It never imports torch.
+reactives, so only what changed repaints. The tabs are mounted once the steered run's first view
+is on screen: composing and styling their hundred-odd widgets took a fifth of the first frame, and
+the header and progress need none of them. It never imports torch.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class MonitorApp(App):
         self.view: Optional[RunView] = None  # the steered run's
         self.views: dict[RunPaths, RunView] = {}  # the latest of each compared run
         self.readers: dict[RunPaths, RunReader] = {}
+        self.tabs_mounted = False  # until the first view is on screen; then every tab and its widgets are there
 
     @property
     def run_paths(self) -> RunPaths:
@@ -98,18 +101,30 @@ class MonitorApp(App):
         yield AlertBanner(id="alerts")
         yield ProgressPanel(id="progress")
         yield SystemLine(id="system")
-        with TabbedContent(id="tabs"):
-            yield LossesPane()
-            with TabPane("Checkpoints", id="checkpoints"):
-                yield CheckpointTable(id="checkpoint-table")
-            yield SamplesPane()
-            with TabPane("Events", id="events"):
-                yield AlertList(id="event-alerts")
-                yield EventLog(id="event-log", wrap=True)
-            yield QualityPane()
-            yield HealthPane()
-            yield RunsPane(self.logs_dir)
         yield Footer()
+
+    async def mount_tabs(self) -> None:
+        """The tabs, then what they show of the views read so far."""
+        if self.tabs_mounted or self.query_one_optional(Footer) is None:
+            return  # mounted already, or the app is closing
+        tabs = TabbedContent(id="tabs")
+        for pane in (LossesPane(),
+                     TabPane("Checkpoints", CheckpointTable(id="checkpoint-table"), id="checkpoints"),
+                     SamplesPane(),
+                     TabPane("Events", AlertList(id="event-alerts"), EventLog(id="event-log", wrap=True), id="events"),
+                     QualityPane(),
+                     HealthPane(),
+                     RunsPane(self.logs_dir)):
+            tabs.compose_add_child(pane)  # what `with TabbedContent():` does in a compose
+        await self.mount(tabs, before=self.query_one(Footer))
+        self.tabs_mounted = True
+        if self.focused is None:
+            self.screen.focus_next()  # the tab bar, as the screen's auto-focus would have at start
+        self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
+        self.watch_plot_settings(self.plot_settings)
+        if self.view is not None:
+            self.show_steered(self.view)
+        self.show_compared()
 
     def on_mount(self) -> None:
         self.follow()
@@ -127,7 +142,8 @@ class MonitorApp(App):
         for run, reader in self.readers.items():
             reader.set_tick(self.tick_of(run))
         self.start_readers()
-        self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
+        if self.tabs_mounted:
+            self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
 
     def tick_of(self, run: RunPaths) -> float:
         return TICK_S if run == self.run_paths else COMPARED_TICK_S
@@ -157,17 +173,17 @@ class MonitorApp(App):
             self.show_steered(view)
             if len(self.readers) < len(self.runs):
                 self.call_after_refresh(self.start_readers)
-        self.show_compared(plots=not first)
-        if first:  # the newest step on screen first; plotext's drawing of the plots the frame after
-            self.call_after_refresh(self.show_compared)
+        self.show_compared()
+        if first:  # the newest step on screen first; the tabs, and plotext's drawing of the plots, the frame after
+            self.call_after_refresh(self.mount_tabs)
 
-    def show_compared(self, plots: bool = True) -> None:
+    def show_compared(self) -> None:
         """The header and the plots, once every compared run has been read (colours go by position)."""
         if any(run not in self.views for run in self.runs) or self.query_one_optional(RunHeader) is None:
             return
         views = [self.views[run] for run in self.runs]
         self.query_one(RunHeader).show(views, self.launching)
-        if not plots:
+        if not self.tabs_mounted:
             return
         curves = tuple(v.curves for v in views)
         self.query_one(LossesPane).curves = curves
@@ -181,9 +197,11 @@ class MonitorApp(App):
             self.launching = False  # the new trainer has loaded its checkpoint and said so
         self.steerable = (view.status.state, bool(view.checkpoints))
         self.query_one(AlertBanner).show(view)
-        self.query_one(AlertList).show(view)
         self.query_one(ProgressPanel).show(view)
         self.query_one(SystemLine).show(view)
+        if not self.tabs_mounted:
+            return
+        self.query_one(AlertList).show(view)
         for table in ("#checkpoint-table", "#quality-checkpoints"):
             self.query_one(table, CheckpointTable).show(view)
         self.query_one(EventLog).show(view)
@@ -268,12 +286,15 @@ class MonitorApp(App):
         self.plot_settings = self.plot_settings.toggle_log()
 
     def watch_plot_settings(self, settings: PlotSettings) -> None:
+        if not self.tabs_mounted:
+            return  # mount_tabs hands them over
         self.query_one(LossesPane).settings = settings
         self.query_one(HealthPane).settings = settings
         self.query_one(QualityPane).x = settings.x
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        if self.tabs_mounted:
+            self.query_one(TabbedContent).active = tab
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -293,7 +314,8 @@ class MonitorApp(App):
         self.follow()
         if self.run_paths != steered:
             self.view, self.launching, self.steerable = None, False, (None, False)
-            self.query_one(EventLog).restart()
+            if self.tabs_mounted:
+                self.query_one(EventLog).restart()
             if self.run_paths in self.views:  # compared already: no need to wait for its reader
                 self.show_steered(self.views[self.run_paths])
         self.show_compared()
