@@ -12,7 +12,10 @@ stops when `tmux capture-pane` first shows the newest step as the progress panel
 `--against REV` also times the code at that git revision (extracted with `git archive`), launches
 alternating with this tree's, so that the ratio of the two is measured under the same load. The idle
 CPU of the 4-run dashboard (its process's CPU time over `--idle-seconds`, from 10 s after it has
-indexed, as a share of one core) is measured for both too, `--idle-repeats` times each, alternating. Prints the CPU, the load before and after, and one JSON object.
+indexed, as a share of one core) is measured for both too, `--idle-repeats` times each, alternating,
+and so is that of a bare Textual app that updates one label a second (BASELINE_APP): the floor a
+dashboard refreshing once a second stands on, measured under the same conditions. Prints the CPU,
+the load before and after, and one JSON object.
 """
 
 from __future__ import annotations
@@ -37,6 +40,21 @@ from bench.dashboard import write_run  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 from trainer.rundir import JsonlWriter, RunPaths  # noqa: E402
 
+BASELINE_APP = """
+import time
+from textual.app import App
+from textual.widgets import Footer, Static
+
+class Baseline(App):
+    def compose(self):
+        yield Static(id="label")
+        yield Footer()
+
+    def on_mount(self):
+        self.set_interval(1.0, lambda: self.query_one("#label", Static).update(f"{time.time():.1f}"))
+
+Baseline().run()
+"""
 POLL_S = 0.005
 TIMEOUT_S = 60.0
 SETTLE_S = 10.0
@@ -58,11 +76,15 @@ class Terminal:
     def screen(self) -> str:
         return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", "b"], capture_output=True, text=True).stdout
 
-    def app_process(self) -> psutil.Process:
+    def pane_processes(self) -> list[psutil.Process]:
         pid = int(subprocess.run([*self.tmux, "display", "-p", "-t", "b", "#{pane_pid}"], capture_output=True,
                                  text=True, check=True).stdout)
         pane = psutil.Process(pid)
-        return next((p for p in [pane, *pane.children(recursive=True)] if "monitor" in " ".join(p.cmdline())), pane)
+        return [pane, *pane.children(recursive=True)]
+
+    def app_process(self) -> psutil.Process:
+        processes = self.pane_processes()
+        return next((p for p in processes if "monitor" in " ".join(p.cmdline())), processes[0])
 
     def wait_for(self, text: str, started: float) -> float:
         while text not in self.screen():
@@ -98,7 +120,19 @@ def idle_cpu(term: Terminal, source: Path, runs: list[RunPaths], seconds: float)
         assert time.monotonic() < deadline, "the dashboard did not finish indexing"
         time.sleep(0.5)
     time.sleep(SETTLE_S)  # the compared runs are read (and indexed) after the steered one
-    app = term.app_process()
+    return cpu_share(term, term.app_process(), seconds)
+
+
+def baseline_idle_cpu(term: Terminal, folder: Path, seconds: float) -> float:
+    script = folder / "baseline_app.py"
+    script.write_text(BASELINE_APP)
+    term.launch(f"env -u PYTHONDONTWRITEBYTECODE {sys.executable} {script}", folder)
+    time.sleep(SETTLE_S)
+    return cpu_share(term, next(p for p in term.pane_processes() if str(script) in " ".join(p.cmdline())), seconds)
+
+
+def cpu_share(term: Terminal, app: psutil.Process, seconds: float) -> float:
+    """The CPU time ``app`` uses over ``seconds``, in percent of one core; then the pane is emptied."""
     before = sum(app.cpu_times()[:2])
     time.sleep(seconds)
     used = sum(app.cpu_times()[:2]) - before
@@ -172,10 +206,13 @@ def main() -> None:
                 print(json.dumps({case: result[case]}), file=sys.stderr)
             if args.idle_seconds > 0:
                 idle: dict[str, list[float]] = {name: [] for name in trees}
+                baseline: list[float] = []
                 for _ in range(args.idle_repeats):
                     for name, source in trees.items():
                         idle[name].append(idle_cpu(term, source, compared, args.idle_seconds))
+                    baseline.append(baseline_idle_cpu(term, Path(tmp), args.idle_seconds))
                 result["idle_cpu_percent_of_one_core_4runs"] = idle
+                result["idle_cpu_percent_of_one_core_bare_textual_1hz"] = baseline
         finally:
             term.close()
     result["load_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]

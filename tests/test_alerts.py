@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from typing import Optional
 
 import msgspec
@@ -286,3 +287,15 @@ def test_the_dashboard_feed_agrees_with_status_and_recomputes_only_when_records_
     with open(run.events, "a") as f:
         f.writelines(line(Validation, time=T0 + 100 * (i + 1), step=1000 * (i + 1), val_mel=0.4 + i / 100) for i in range(6))
     assert [a.kind for a in feed.view().status.warnings] == ["loss_spike", "val_worsening"] and len(computed) == 1
+
+
+def test_the_row_median_skipping_nans_is_numpys_nanmedian():
+    rng = np.random.default_rng(3)
+    for width in (1, 2, 7, 50):
+        rows = rng.normal(size=(40, width))
+        rows[rng.random(rows.shape) < 0.4] = np.nan
+        rows[0] = np.nan  # a row with nothing to take the median of
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN row
+            expected = np.nanmedian(rows, axis=1)
+        np.testing.assert_array_equal(alerts.row_nanmedian(rows), expected)

@@ -181,3 +181,26 @@ def test_a_log_axis_gets_the_least_positive_value_for_zeros():
 def test_columns_turn_an_integer_beyond_float64_into_nan():
     rows = columns_of([Metrics(time=1.0, step=2, loss_g=1.5), Metrics(time=2.0, step=10**400, loss_g=2.5)])
     assert rows[0, 1] == 2 and np.isnan(rows[1, 1]) and rows[:, 2].tolist() == [1.5, 2.5]
+
+
+@pytest.mark.parametrize("state, tick", [("running", 1.0), ("stalled", 1.0), ("finished", 5.0), ("not started", 5.0)])
+def test_the_reader_ticks_every_second_only_while_a_trainer_lives(tmp_path, monkeypatch, state, tick):
+    from types import SimpleNamespace
+
+    from trainer.rundir import RunPaths
+    from vocodertui.dashboard import reader
+
+    waits = []
+    view = SimpleNamespace(status=SimpleNamespace(state=state))
+    feed = SimpleNamespace(view=lambda warnings=True: view, index_some=lambda: False)
+    run = reader.RunReader(RunPaths(tmp_path / "r"), lambda _run: feed, reader.TICK_S)
+
+    def wait(timeout):
+        waits.append(timeout)
+        if len(waits) == 3:
+            run.close()
+
+    monkeypatch.setattr(run.waker, "wait", wait)
+    monkeypatch.setattr(reader.time, "monotonic", lambda: 1000.25)  # a quarter second past a multiple of both ticks
+    run.run(lambda _view: None)
+    assert waits == [tick - 0.25] * 3
