@@ -350,7 +350,7 @@ def compare_bf16(name: str, args, scratch: Path) -> list[dict]:
         fp32.close()
         bf16.close()
     losses = {k: {"fp32": round(first32[k], 5), "bf16": round(first16[k], 5),
-                  "rel_diff": round(abs(first16[k] - first32[k]) / abs(first32[k]), 5)}
+                  "rel_diff": round(abs(first16[k] - first32[k]) / abs(first32[k]), 5) if first32[k] else None}
               for k in LOSSES}
     s32, s16 = median(seconds_of(steps32)), median(seconds_of(steps16))
     return [{

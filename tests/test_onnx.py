@@ -148,6 +148,13 @@ def test_synth_with_onnxruntime_needs_no_torch_and_writes_what_torch_writes(expo
         f"{inputs / 'bins.npy'} (float32, shape (64, 10)) has the wrong shape; expected a mel of shape [80, frames] of floats",
         f"{inputs / 'flat.npy'} (float32, shape (80,)) has the wrong shape; expected a mel of shape [80, frames] of floats",
     ]
+    api = ("import sys, numpy as np; from vocodertui import OnnxVocoder; v = OnnxVocoder(sys.argv[1]); "
+           "np.save(sys.argv[3], v(np.load(sys.argv[2]))); print(v.sampling_rate, v.hop_size)")
+    np.save(tmp_path / "mel.npy", mel)
+    done = subprocess.run([sys.executable, "-c", api, str(model), str(tmp_path / "mel.npy"), str(tmp_path / "api.npy")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == [str(reference.sampling_rate), str(reference.hop_size)], done.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "api.npy"), reference(mel), rtol=0, atol=1e-4)
     synthesize_many(checkpoint, [inputs], tmp_path / "torch")
     for name in ("speech.wav", "half.wav"):
         ours, theirs = sf.read(tmp_path / "onnx" / name)[0], sf.read(tmp_path / "torch" / name)[0]

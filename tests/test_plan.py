@@ -108,3 +108,16 @@ def test_check_passes_exactly_when_start_starts(quick_config, demo_corpus, tmp_p
     check_code, out, _ = cli(capsys, "check", *good, "--logs-dir", logs)
     start_code, _, err = cli(capsys, "start", "--foreground", *good, "--logs-dir", logs)
     assert (check_code, start_code) == (1, 1) and "run ok already exists" in err
+
+
+def test_check_refuses_tensorboard_logging_when_tensorboard_cannot_be_imported(demo_corpus, tmp_path, capsys, monkeypatch):
+    import sys
+
+    logging_on = write_config(tmp_path / "tb.yaml", logging={"tensorboard": True})
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # what an environment without the package gives
+    request = ("--config", logging_on, "--data", demo_corpus, "--run", "tb", "--logs-dir", tmp_path / "logs")
+    code, out, _ = cli(capsys, "check", *request)
+    assert code == 1 and "cannot import tensorboard" in out
+    monkeypatch.undo()
+    code, out, _ = cli(capsys, "check", *request)
+    assert code == 0 and "tensorboard" in out

@@ -385,7 +385,8 @@ def _check_finetune(req: StartRequest, plan: StartPlan) -> str:
 
 def _check_dependencies(req: StartRequest, plan: StartPlan) -> str:
     versions = []
-    for name in DEPENDENCIES:
+    wanted = DEPENDENCIES + (("tensorboard", "PIL") if plan.config.logging.tensorboard else ())  # the live writer's
+    for name in wanted:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
