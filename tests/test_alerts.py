@@ -16,7 +16,7 @@ from recordkit import line
 from trainer import pidfile
 from trainer.config import load_config
 from trainer.errors import UserError
-from trainer.records import Checkpoint, Metrics, NanRollback, Start, Validation
+from trainer.records import Metrics, NanRollback, Start, Validation
 from trainer.rundir import RunPaths, checkpoint_name
 from vocodertui import alerts, runstate
 from vocodertui.cli import main

@@ -18,7 +18,7 @@ from recordkit import line
 from trainer.records import Start
 from vocodertui import cli
 
-from conftest import REPO, write_config
+from conftest import REPO
 from test_synth import trained  # noqa: F401  (the fixture: a checkpoint trained for 2 steps)
 
 
