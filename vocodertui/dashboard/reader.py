@@ -19,10 +19,9 @@ from vocodertui.dashboard.feed import RunFeed, RunView
 TICK_S = 1.0  # liveness, system figures and ETA are refreshed this often without any file change
 COMPARED_TICK_S = 5.0  # the same for a compared run the keys do not steer (its files still wake it at once)
 # With no trainer alive only the machine figures move between file changes (which wake the reader at
-# once), so the tick slows: on a 2-core VM each wake-up costs ~10 ms of CPU, and a bare Textual app
-# updating one label a second idles at 1.1-1.4 % of a core there (bench/first_frame.py).
+# once), so the tick slows: on a 2-core VM each wake-up costs ~10 ms of CPU, so an idle dashboard's cost
+# is how often it wakes (docs/benchmarks.md, "Dashboard first frame").
 IDLE_TICK_S = 5.0
-LIVE = ("running", "stalled", "stopping")  # the states in which a trainer process is alive
 POLL_S = 0.25  # when watchfiles cannot watch the folder
 
 
@@ -130,7 +129,7 @@ class RunReader:
                 post(view)
                 if feed.index_some():
                     continue  # keep indexing; new lines are still read between chunks
-                tick = self.tick_s if view.status.state in LIVE else max(self.tick_s, IDLE_TICK_S)
+                tick = self.tick_s if view.status.pid is not None else max(self.tick_s, IDLE_TICK_S)  # pid: alive
                 self.waker.wait(tick - time.monotonic() % tick)  # on the tick's multiples: compared runs wake together
         finally:
             self.waker.close()
