@@ -252,7 +252,7 @@ async def test_the_dashboard_shows_a_warning_in_the_banner_and_the_events_tab(tm
     app = MonitorApp(run, tmp_path, feed=lambda r: RunFeed(r, clock=lambda: NOW, system=lambda _r, _rss: system))
     async with app.run_test(size=(140, 40)) as pilot:
         banner = app.query_one(AlertBanner)
-        await until(pilot, lambda: app.view is not None and banner.display and banner.region.height, "the banner")
+        await until(pilot, lambda: app.tabs_mounted and banner.display and banner.region.height, "the banner")
         assert "⚠ val_worsening since step 2,000: validation mel-L1 worse 5 times in a row" in str(banner.render())
         assert banner.region.height == 1  # one line per warning, cut to the width; the Events tab has it whole
         await pilot.press("4")

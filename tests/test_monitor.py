@@ -332,7 +332,7 @@ async def test_quality_tab_plots_the_current_timelines_scores_and_the_picker_sho
     fake.event(NOW - 600, "stopped", 150, reason="SIGTERM")
     app = monitor(fake.run)
     async with app.run_test(size=(160, 50)) as pilot:
-        await until(pilot, lambda: app.view is not None and app.view.quality, "the quality records")
+        await until(pilot, lambda: app.tabs_mounted and app.view.quality, "the quality records")
         assert [(q.step, q.metrics["pesq_wb"].mean) for q in app.view.quality] == [(50, 1.5), (100, 2.5), (150, 2.75)]
         await pilot.press("5")
         assert app.query_one("#tabs").active == "quality"
@@ -363,7 +363,7 @@ async def test_samples_tab_shows_reference_above_generated_with_the_files_own_sc
                                per_file={"LJ001-0001": {"pesq_wb": 3.125}, "LJ001-0003": {"pesq_wb": 2.5, "mstft": 1.5}}))
     app = monitor(fake.run)
     async with app.run_test(size=(160, 50)) as pilot:
-        await until(pilot, lambda: app.view is not None and app.view.samples is not None, "the samples")
+        await until(pilot, lambda: app.tabs_mounted and app.view.samples is not None, "the samples")
         await pilot.press("3")
         pane = app.query_one("#samples")
         reference = pane.query_one("#reference-spectrogram", Spectrogram)
@@ -431,7 +431,7 @@ async def test_smoothing_and_window_keys_redraw_the_loss_plots(tmp_path):
     fake.train(NOW - 2000, 10, 3000)
     app = monitor(fake.run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.view is not None and app.query_one(LossesPane).curves == (app.view.curves,),
+        await until(pilot, lambda: app.tabs_mounted and app.query_one(LossesPane).curves == (app.view.curves,),
                     "the plots")
         settings = app.query_one("#plot-settings", Static)
         plot = app.query_one("#plot-loss_g", LossPlot)
@@ -445,6 +445,23 @@ async def test_smoothing_and_window_keys_redraw_the_loss_plots(tmp_path):
         assert "smoothing EMA" in str(settings.render()) and app.export_screenshot() != raw
         await pilot.press("w", "w")
         assert "window last 1,000 steps" in str(settings.render()) and 2000 <= step_axis()[0] < 2100
+
+
+class Leaving(Exception):
+    pass
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.002, 0.005, 0.01])
+async def test_closing_while_the_tabs_mount_raises_nothing_of_its_own(tmp_path, after_s):
+    fake = FakeRun(tmp_path / "r", target=3000)
+    fake.start(NOW - 2000)
+    fake.train(NOW - 2000, 10, 3000)
+    app = monitor(fake.run)
+    with pytest.raises(Leaving):  # not a NoMatches from the half-mounted tabs
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.view is not None, "the first view")
+            await pilot.pause(after_s)
+            raise Leaving
 
 
 def test_monitor_refuses_an_unknown_run_and_a_missing_terminal(tmp_path, capsys):

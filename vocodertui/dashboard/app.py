@@ -117,6 +117,8 @@ class MonitorApp(App):
                      RunsPane(self.logs_dir)):
             tabs.compose_add_child(pane)  # what `with TabbedContent():` does in a compose
         await self.mount(tabs, before=self.query_one(Footer))
+        if not self.is_running:
+            return  # the app closed while they were mounting
         self.tabs_mounted = True
         if self.focused is None:
             self.screen.focus_next()  # the tab bar, as the screen's auto-focus would have at start

@@ -35,8 +35,8 @@ NOT_RECORDED_BY_ANY = "not recorded by these runs' trainers"
 class HealthPane(TabPane):
     """Raw values (no smoothing), in the loss plots' window and on their x axis."""
 
-    curves: reactive[tuple[Curves, ...]] = reactive(())  # the compared runs', the steered one first
-    settings = reactive(PlotSettings())
+    curves: reactive[tuple[Curves, ...]] = reactive((), init=False)  # the compared runs', the steered one first
+    settings = reactive(PlotSettings(), init=False)
 
     def __init__(self) -> None:
         super().__init__("Health", id="health")

@@ -34,8 +34,8 @@ class LossesPane(TabPane):
     (``Curves`` compares by version), or the settings.
     """
 
-    curves: reactive[tuple[Curves, ...]] = reactive(())  # the compared runs', the steered one first
-    settings = reactive(PlotSettings())
+    curves: reactive[tuple[Curves, ...]] = reactive((), init=False)  # the compared runs', the steered one first
+    settings = reactive(PlotSettings(), init=False)
 
     def __init__(self) -> None:
         super().__init__("Losses", id="losses")
@@ -47,6 +47,9 @@ class LossesPane(TabPane):
             for column, _ in LOSS_PLOTS:
                 yield LossPlot(id=f"plot-{column}")
             yield LossPlot(id="plot-val_mel")
+
+    def on_mount(self) -> None:
+        self.describe_settings()
 
     def watch_settings(self) -> None:
         self.describe_settings()
