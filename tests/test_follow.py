@@ -183,24 +183,72 @@ def test_columns_turn_an_integer_beyond_float64_into_nan():
     assert rows[0, 1] == 2 and np.isnan(rows[1, 1]) and rows[:, 2].tolist() == [1.5, 2.5]
 
 
-@pytest.mark.parametrize("pid, tick", [(4242, 1.0), (None, 5.0)])
-def test_the_reader_ticks_every_second_only_while_a_trainer_lives(tmp_path, monkeypatch, pid, tick):
+@pytest.mark.parametrize("steered, pid, wait", [(True, 4242, 0.75), (True, None, 4.75), (False, 4242, 4.75), (False, None, None)])
+def test_a_reader_ticks_often_only_for_what_moves_without_a_file_change(tmp_path, monkeypatch, steered, pid, wait):
+    """Every second for the steered run's live trainer, never for a compared run without one; with no
+    trainer and no file changed, only the machine figures are read again."""
     from types import SimpleNamespace
 
     from trainer.rundir import RunPaths
     from vocodertui.dashboard import reader
 
-    waits = []
-    view = SimpleNamespace(status=SimpleNamespace(pid=pid))  # a status has a pid while its trainer lives
-    feed = SimpleNamespace(view=lambda warnings=True: view, index_some=lambda: False)
-    run = reader.RunReader(RunPaths(tmp_path / "r"), lambda _run: feed, reader.TICK_S)
+    calls, waits = [], []
+    view = SimpleNamespace(status=SimpleNamespace(pid=pid), indexing=False)  # a status has a pid while its trainer lives
+    feed = SimpleNamespace(view=lambda warnings=True: calls.append("view") or view, index_some=lambda: False,
+                           with_fresh_system=lambda _view: calls.append("system") or view)
+    run = reader.RunReader(RunPaths(tmp_path / "r"), lambda _run: feed, steered=steered)
+    changes = iter([False, True, False])  # what woke the reader: a tick, a file change, a tick
 
-    def wait(timeout):
+    def wait_for_a_change(timeout):
         waits.append(timeout)
         if len(waits) == 3:
             run.close()
+        return next(changes)
 
-    monkeypatch.setattr(run.waker, "wait", wait)
-    monkeypatch.setattr(reader.time, "monotonic", lambda: 1000.25)  # a quarter second past a multiple of both ticks
+    monkeypatch.setattr(run.waker, "wait", wait_for_a_change)
+    monkeypatch.setattr(reader.time, "monotonic", lambda: 1000.25)  # a quarter second past a multiple of every tick
     run.run(lambda _view: None)
-    assert waits == [tick - 0.25] * 3
+    assert waits == [wait] * 3
+    reads = ["view"] * 4 if pid else ["view", "view", "system", "view"]  # the first frame, then one per wake
+    assert calls == reads
+
+
+def test_a_compared_run_without_a_trainer_is_read_again_when_its_files_change(tmp_path):
+    """It never ticks, so only the folder watch can bring its new lines to the screen, even a line
+    written while the watch was being set up."""
+    import queue
+    import threading
+
+    from trainer.rundir import RunPaths
+    from vocodertui.dashboard.feed import RunFeed
+    from vocodertui.dashboard.reader import RunReader
+
+    run = RunPaths(tmp_path / "r")
+    run.root.mkdir()
+    metrics = JsonlWriter(run.metrics)
+    metrics.write(Metrics(time=1.0, step=10, loss_g=2.5))
+
+    class WrittenToRightAfterTheFirstReads(RunFeed):
+        reads = 0
+
+        def view(self, warnings=True):
+            view = super().view(warnings)
+            self.reads += 1
+            if self.reads == 2:  # the first frame's, then the first before waiting
+                metrics.write(Metrics(time=2.0, step=20, loss_g=2.25))
+            return view
+
+    views = queue.Queue()
+    reader = RunReader(run, WrittenToRightAfterTheFirstReads, steered=False)
+    thread = threading.Thread(target=reader.run, args=(views.put,), daemon=True)
+    thread.start()
+    try:
+        assert [views.get(timeout=30).latest.step for _ in range(2)] == [10, 10]
+        while views.get(timeout=30).latest.step != 20:  # no tick: without a wake, no view comes
+            pass
+        metrics.write(Metrics(time=3.0, step=30, loss_g=2.0))  # and once watched, every change
+        while views.get(timeout=30).latest.step != 30:
+            pass
+    finally:
+        reader.close()
+        thread.join(timeout=30)

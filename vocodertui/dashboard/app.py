@@ -32,7 +32,7 @@ from vocodertui.dashboard.feed import RunFeed, RunView
 from vocodertui.dashboard.health import HealthPane
 from vocodertui.dashboard.panes import LossesPane, QualityPane, RunQuality, SamplesPane
 from vocodertui.dashboard.plotting import PlotSettings
-from vocodertui.dashboard.reader import COMPARED_TICK_S, TICK_S, RunReader
+from vocodertui.dashboard.reader import RunReader
 from vocodertui.dashboard.runs import RunsPane
 from vocodertui.dashboard.screens import CheckpointPicker, ConfirmStop, HelpScreen, RunPicker
 from vocodertui.dashboard.widgets import RUN_COLOURS, CheckpointTable, EventLog, ProgressPanel, RunHeader, SystemLine
@@ -142,20 +142,17 @@ class MonitorApp(App):
             self.readers.pop(run).close()  # its worker ends after the view it is reading
             self.views.pop(run, None)
         for run, reader in self.readers.items():
-            reader.set_tick(self.tick_of(run))
+            reader.set_steered(run == self.run_paths)
         self.start_readers()
         if self.tabs_mounted:
             self.query_one(RunsPane).compared = tuple(r.name for r in self.runs)
-
-    def tick_of(self, run: RunPaths) -> float:
-        return TICK_S if run == self.run_paths else COMPARED_TICK_S
 
     def start_readers(self) -> None:
         """A reader for the steered run at once; for the other compared runs once its first view is on
         screen, so that their reading (parsing, a thread each) does not delay its newest step."""
         for run in self.runs:
             if run not in self.readers and (run == self.run_paths or self.run_paths in self.views):
-                self.readers[run] = RunReader(run, self.make_feed, self.tick_of(run))
+                self.readers[run] = RunReader(run, self.make_feed, steered=run == self.run_paths)
                 self.read(self.readers[run])
 
     @work(thread=True, group="feed")

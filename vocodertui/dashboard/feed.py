@@ -7,6 +7,7 @@ widgets render on the UI thread. No torch, no textual.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import shutil
 import time
@@ -175,6 +176,11 @@ class RunFeed:
             system=system,
             indexing=not self.metrics.head_indexed,
         )
+
+    def with_fresh_system(self, view: RunView) -> RunView:
+        """``view`` with the machine figures read again: all that moves while nothing in the run folder
+        changes and no trainer lives (the reader asks this instead of a ``view()``, which reads files)."""
+        return dataclasses.replace(view, system=self.system(self.run, view.status.rss_bytes))
 
     def _started(self) -> Optional[float]:
         start = next((e for e in reversed(self.events) if isinstance(e, Start)), None)

@@ -11,18 +11,21 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from trainer.rundir import RunPaths
 from vocodertui.dashboard.feed import RunFeed, RunView
 
-TICK_S = 1.0  # liveness, system figures and ETA are refreshed this often without any file change
-COMPARED_TICK_S = 5.0  # the same for a compared run the keys do not steer (its files still wake it at once)
-# With no trainer alive only the machine figures move between file changes (which wake the reader at
-# once), so the tick slows: on a 2-core VM each wake-up costs ~10 ms of CPU, so an idle dashboard's cost
-# is how often it wakes (docs/benchmarks.md, "Dashboard first frame").
-IDLE_TICK_S = 5.0
+# How long a reader sleeps when no file in its run folder changes (a change wakes it at once): what
+# moves without one is the steered run's liveness, ETA and machine figures, and a compared run's
+# liveness. With no trainer alive a compared run shows nothing that moves, and the steered run only its
+# machine figures. On a 2-core VM each wake-up costs ~10-20 ms of CPU, so an idle dashboard's cost is
+# how often it wakes (docs/benchmarks.md, "Dashboard first frame").
+TICK_S = 1.0  # the steered run, its trainer alive
+COMPARED_TICK_S = 5.0  # a compared run the keys do not steer, its trainer alive
+IDLE_TICK_S = 5.0  # the steered run, no trainer alive
 POLL_S = 0.25  # when watchfiles cannot watch the folder
+WATCH_STEP_MS = 100  # watchfiles looks at its changes this often: a change is seen within two steps
 
 
 class Waker:
@@ -35,9 +38,12 @@ class Waker:
         self.polling = False
         WATCH.add(self)
 
-    def wait(self, timeout: float) -> None:
-        self.changed.wait(min(timeout, POLL_S) if self.polling else timeout)
+    def wait(self, timeout: Optional[float]) -> bool:
+        """Until something changes, or ``timeout`` seconds (None: no limit) pass; False if nothing changed
+        (a polling waker cannot tell: True)."""
+        changed = self.changed.wait(min(timeout or POLL_S, POLL_S) if self.polling else timeout)
         self.changed.clear()
+        return changed or self.polling
 
     def close(self) -> None:
         self.stop.set()
@@ -50,7 +56,9 @@ class FolderWatch:
 
     watchfiles' loop wakes every ``step`` ms to look at its stop event, a few hundredths of a
     percent of a core each time: one thread per compared run would be most of the dashboard's idle
-    CPU. The thread is replaced whenever the set of folders changes.
+    CPU. The thread is replaced whenever the set of folders changes; once its watches are up, every
+    reader reads once, for what changed while there were none (a reader with no tick, a compared run
+    without a trainer, would otherwise miss it until the next change).
     """
 
     def __init__(self) -> None:
@@ -93,8 +101,14 @@ class FolderWatch:
         try:
             import watchfiles
 
-            for changes in watchfiles.watch(*folders, stop_event=stop, debounce=50, step=30, raise_interrupt=False):
-                changed = {folder for _, path in changes for folder in folders if Path(path).is_relative_to(folder)}
+            watching = False
+            # the first yield, a change or a timeout, comes from the loop of a watcher whose watches are up
+            for changes in watchfiles.watch(*folders, stop_event=stop, debounce=50, step=WATCH_STEP_MS, rust_timeout=1000,
+                                            yield_on_timeout=True, raise_interrupt=False):
+                if watching:
+                    changed = {folder for _, path in changes for folder in folders if Path(path).is_relative_to(folder)}
+                else:
+                    changed, watching = folders, True
                 for waker in self._wakers_in(frozenset(changed)):
                     waker.changed.set()
         except Exception:  # no inotify, too many watches: these readers poll instead
@@ -109,10 +123,10 @@ WATCH = FolderWatch()
 class RunReader:
     """Reads one run until closed: a view after every change or tick, older lines indexed in between."""
 
-    def __init__(self, run: RunPaths, make_feed: Callable[[RunPaths], RunFeed] = RunFeed, tick_s: float = TICK_S):
+    def __init__(self, run: RunPaths, make_feed: Callable[[RunPaths], RunFeed] = RunFeed, steered: bool = True):
         self.run_paths = run
         self.make_feed = make_feed
-        self.tick_s = tick_s
+        self.steered = steered
         self.waker = Waker(run.root)
 
     @property
@@ -124,20 +138,32 @@ class RunReader:
         try:
             if not self.closed:
                 post(feed.view(warnings=False))  # the first frame; the warnings follow in the next view
+            read_files = True
             while not self.closed:
-                view = feed.view()
+                # with no trainer alive and no file changed, only the machine figures can have moved
+                view = feed.view() if read_files else feed.with_fresh_system(view)
                 post(view)
-                if feed.index_some():
-                    continue  # keep indexing; new lines are still read between chunks
-                tick = self.tick_s if view.status.pid is not None else max(self.tick_s, IDLE_TICK_S)  # pid: alive
-                self.waker.wait(tick - time.monotonic() % tick)  # on the tick's multiples: compared runs wake together
+                if feed.index_some() or view.indexing:
+                    read_files = True
+                    continue  # index on, then show the whole run; new lines are still read between chunks
+                alive = view.status.pid is not None  # a status has a pid while its trainer lives
+                tick = self.tick(alive)
+                changed = self.waker.wait(None if tick is None else tick - time.monotonic() % tick)  # on the tick's multiples: runs wake together
+                read_files = changed or alive
         finally:
             self.waker.close()
 
-    def set_tick(self, seconds: float) -> None:
-        """Read at least this often from now on (it reads once at once, if the tick changes)."""
-        if seconds != self.tick_s:
-            self.tick_s = seconds
+    def tick(self, alive: bool) -> Optional[float]:
+        """Seconds between reads without a file change; None: only a file change wakes the reader."""
+        if self.steered:
+            return TICK_S if alive else IDLE_TICK_S
+        return COMPARED_TICK_S if alive else None
+
+    def set_steered(self, steered: bool) -> None:
+        """Tick as the steered run's reader or a compared one's from now on (reading once at once, if
+        that changes)."""
+        if steered != self.steered:
+            self.steered = steered
             self.waker.changed.set()
 
     def close(self) -> None:
