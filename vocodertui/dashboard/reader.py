@@ -136,8 +136,10 @@ class RunReader:
     def run(self, post: Callable[[RunView], None]) -> None:
         feed = self.make_feed(self.run_paths)
         try:
-            if not self.closed:
-                post(feed.view(warnings=False))  # the first frame; the warnings follow in the next view
+            if self.closed:
+                return
+            view = feed.view(warnings=False)  # the first frame; the warnings follow in the next view
+            post(view)
             read_files = True
             while not self.closed:
                 # with no trainer alive and no file changed, only the machine figures can have moved
