@@ -62,7 +62,7 @@ async def measure_app(runs: list[RunPaths], samples: int) -> dict:
     app = MonitorApp(runs, run.root.parent)
     last_step = None
     async with app.run_test(size=(120, 40)) as pilot:
-        while app.view is None or len(app.query_one(LossesPane).curves) < len(runs):
+        while not app.tabs_mounted or len(app.query_one(LossesPane).curves) < len(runs):
             await pilot.pause(0.001)
         first_render = time.perf_counter() - constructed
         last_step = int(app.view.status.step)
@@ -88,6 +88,8 @@ async def measure_app(runs: list[RunPaths], samples: int) -> dict:
 
 
 def measure_idle_cpu(runs: list[RunPaths], seconds: float) -> dict:
+    if seconds <= 0:
+        return {}
     if shutil.which("tmux") is None:
         return {"idle_cpu_percent_of_one_core": None, "idle_note": "tmux not installed"}
     tmux = ["tmux", "-L", f"vocodertui-bench-{os.getpid()}", "-f", os.devnull]

@@ -183,7 +183,7 @@ def test_columns_turn_an_integer_beyond_float64_into_nan():
     assert rows[0, 1] == 2 and np.isnan(rows[1, 1]) and rows[:, 2].tolist() == [1.5, 2.5]
 
 
-@pytest.mark.parametrize("steered, pid, wait", [(True, 4242, 0.75), (True, None, 4.75), (False, 4242, 4.75), (False, None, None)])
+@pytest.mark.parametrize("steered, pid, wait", [(True, 4242, 0.75), (True, None, 9.75), (False, 4242, 4.75), (False, None, None)])
 def test_a_reader_ticks_often_only_for_what_moves_without_a_file_change(tmp_path, monkeypatch, steered, pid, wait):
     """Every second for the steered run's live trainer, never for a compared run without one; with no
     trainer and no file changed, only the machine figures are read again."""

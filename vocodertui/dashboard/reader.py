@@ -23,7 +23,7 @@ from vocodertui.dashboard.feed import RunFeed, RunView
 # how often it wakes (docs/benchmarks.md, "Dashboard first frame").
 TICK_S = 1.0  # the steered run, its trainer alive
 COMPARED_TICK_S = 5.0  # a compared run the keys do not steer, its trainer alive
-IDLE_TICK_S = 5.0  # the steered run, no trainer alive
+IDLE_TICK_S = 10.0  # the steered run, no trainer alive: its machine figures
 POLL_S = 0.25  # when watchfiles cannot watch the folder
 WATCH_STEP_MS = 100  # watchfiles looks at its changes this often: a change is seen within two steps
 
