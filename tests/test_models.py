@@ -46,6 +46,17 @@ def test_folding_weight_norm_keeps_the_output():
     torch.testing.assert_close(before, after, rtol=0, atol=1e-6)
 
 
+def test_folded_weights_follow_the_generator_to_another_dtype_or_device_and_stay_out_of_its_state():
+    cfg = load_config("demo")
+    g = Generator(cfg.generator, 80).eval()
+    keys = set(g.state_dict())
+    g.fold_weight_norm().to(torch.float64)
+    assert set(g.state_dict()) == keys  # a checkpoint keeps weight_g and weight_v only
+    with torch.no_grad():
+        assert g(torch.randn(1, 80, 10, dtype=torch.float64)).dtype == torch.float64
+    assert {p.device.type for p in g.to("meta").buffers()} == {"meta"}
+
+
 def test_discriminators_score_every_period_and_scale():
     cfg = load_config("demo")
     y = torch.randn(2, 1, 4096) * 0.1

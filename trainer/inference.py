@@ -247,9 +247,6 @@ class Vocoder:
         self.precision = check_precision(precision)
         self.device = torch.device(device)
         self.generator = generator.to(self.device)
-        for module in self.generator.modules():  # weights folded by fold_weight_norm are attributes: .to() skips them
-            if getattr(module, "folded_weight", None) is not None:
-                module.folded_weight = module.folded_weight.to(self.device)
         self.config = config
         self.step = step
         self.source = source

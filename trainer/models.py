@@ -46,7 +46,8 @@ class WeightNorm:
         weight = self._parameters.pop("weight")
         self.weight_g = nn.Parameter(torch.norm_except_dim(weight, 2, 0).detach())
         self.weight_v = nn.Parameter(weight.detach())
-        self.folded_weight: torch.Tensor | None = None
+        # a buffer, so that .to() moves it; not persistent: checkpoints keep weight_g and weight_v
+        self.register_buffer("folded_weight", None, persistent=False)
 
     def normalized_weight(self) -> torch.Tensor:
         if self.folded_weight is not None:
