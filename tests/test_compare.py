@@ -272,6 +272,22 @@ async def test_health_tab_plots_what_the_trainer_recorded_and_says_what_it_did_n
             assert "not recorded by this run's trainer" in app.query_one(plot, LossPlot).render().plain
 
 
+async def test_a_learning_rate_decaying_within_a_decade_gets_distinct_axis_labels(tmp_path):
+    fake = FakeRun(tmp_path / "decay")
+    fake.start(NOW - 100)
+    for epoch in range(5):  # 2e-4 decayed by jik876's 0.999 an epoch: 2e-4 ... 1.992e-4
+        fake.metrics.write(Metrics(time=NOW - 100 + epoch, step=10 * epoch, loss_g=5.0,
+                                   **{**HEALTHY, "lr": 2e-4 * 0.999 ** epoch}))
+    app = compare(fake.run)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("6")
+        lr = app.query_one("#health-lr", LossPlot)
+        axis = [row.split("┤")[0].strip() for row in lr.render().plain.splitlines() if "┤" in row]
+        assert len(axis) >= 3 and len(set(axis)) == len(axis), axis
+        assert all(1.99e-4 <= float(label) <= 2e-4 for label in axis), axis
+
+
 STEP_TIMES = dict(time_data=0.01, time_d=0.1, time_g=0.2, time_optim=0.05, time_other=0.002)
 
 

@@ -47,8 +47,9 @@ class RunsPane(TabPane):
 
     def show_runs(self, found: list[RunSummary]) -> None:
         compared = self.compared
+        runs = "1 run" if len(found) == 1 else f"{len(found)} runs"
         self.query_one("#runs-summary", Static).update(
-            f"{len(found)} runs under {escape(str(self.logs_dir))} (read when this tab is shown); quality: the best "
+            f"{runs} under {escape(str(self.logs_dir))} (read when this tab is shown); quality: the best "
             f"checkpoint's  ·  compare runs: l, space marks, enter applies")
         metrics = scored_metrics([s.best for s in found if s.best is not None])
         table = self.query_one("#runs-table", DataTable)

@@ -226,8 +226,19 @@ class LossPlot(PlotextPlot):
                 low, high = low - 0.25, high + 0.25
             ticks = (np.arange(np.ceil(low), np.floor(high) + 1) if high - low >= 2 else np.linspace(low, high, 5))
             plt.ylim(low, high)
-            plt.yticks(ticks.tolist(), [f"{10 ** t:.3g}" for t in ticks])
+            plt.yticks(ticks.tolist(), log_tick_labels(ticks))
         self.refresh()
+
+
+def log_tick_labels(exponents: np.ndarray) -> list[str]:
+    """``10 ** exponents`` with as few significant digits (3 at least) as tell every label apart,
+    so that a learning rate decaying from 2e-4 to 1.996e-4 does not read 0.0002 on every tick."""
+    values = 10.0 ** np.asarray(exponents, dtype=float)
+    for digits in range(3, 8):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
 
 
 class CheckpointTable(DataTable):
