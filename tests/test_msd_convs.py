@@ -90,14 +90,43 @@ def test_stacked_layers_accept_each_others_channels_last_outputs():
         assert relative_error(a.grad, b.grad) < 1e-5, name
 
 
-def test_outside_cpu_fp32_it_is_exactly_conv1d():
+def test_under_bf16_autocast_it_computes_what_autocast_computes_with_an_fp32_weight_gradient():
+    torch.manual_seed(0)
+    conv = StridedGroupedConv1d(128, 128, 41, 2, padding=20, groups=4)
+    plain = nn.Conv1d(128, 128, 41, 2, padding=20, groups=4)
+    plain.load_state_dict(conv.state_dict())
+    reference = copy.deepcopy(plain).double()
+    x = torch.randn(2, 128, 1000)
+    grad_y = torch.randn(2, 128, 500)
+    outputs, grads = [], []
+    for module in (conv, plain):
+        x_in = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(x_in)
+        y.backward(grad_y.to(y.dtype))
+        outputs.append(y)
+        grads.append((x_in.grad, module.weight.grad, module.bias.grad))
+    y_ref = reference(x.double().requires_grad_())
+    y_ref.backward(grad_y.double())
+
+    (y, y_autocast), ((gx, gw, gb), (gx_autocast, gw_autocast, _)) = outputs, grads
+    assert y.dtype == y_autocast.dtype == torch.bfloat16
+    assert gx.dtype == gw.dtype == gb.dtype == torch.float32
+    assert relative_error(y, y_autocast.double()) < 1e-2  # both bf16 roundings of the same sums
+    assert relative_error(gx, gx_autocast.double()) < 1e-2
+    # the weight gradient, summed and kept in fp32, is at least as close to the exact one as autocast's
+    assert relative_error(gw, reference.weight.grad) <= relative_error(gw_autocast, reference.weight.grad) + 1e-3
+    assert relative_error(gb, grad_y.to(torch.bfloat16).double().sum((0, 2))) < 1e-5  # of the bf16 output gradient
+
+
+def test_elsewhere_it_is_exactly_conv1d():
     torch.manual_seed(0)
     conv = StridedGroupedConv1d(32, 32, 41, 2, padding=20, groups=4)
-    x = torch.randn(2, 32, 200)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(conv(x), F.conv1d(x, conv.weight, conv.bias, 2, 20, 1, 4))
-    conv64, x64 = copy.deepcopy(conv).double(), x.double()
+    conv64, x64 = copy.deepcopy(conv).double(), torch.randn(2, 32, 200, dtype=torch.float64)
     assert torch.equal(conv64(x64), F.conv1d(x64, conv64.weight, conv64.bias, 2, 20, 1, 4))
+    waveform_conv, x = WaveformConv1d(1, 16, 15, 1, padding=7), torch.randn(2, 1, 300)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # oneDNN's own bf16 kernel is the faster one here
+        assert torch.equal(waveform_conv(x), F.conv1d(x, waveform_conv.weight, waveform_conv.bias, 1, 7))
 
 
 @pytest.mark.parametrize("spectral", [False, True])
