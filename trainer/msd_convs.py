@@ -6,7 +6,8 @@ rounding) with a CPU path of their own; elsewhere (CUDA, other dtypes, small inp
 autocast's convolution computes (bf16 operands, a bf16 output) except that the weight gradient is
 summed and returned in fp32: left to autocast, oneDNN runs these shapes through its im2col + GEMM
 fallback on the channels-first layout, up to 2.3× slower per layer (forward and both gradients) on a
-CPU with avx512_bf16 and no AMX. ``WaveformConv1d``'s path is fp32 only: under autocast oneDNN's own bf16 kernel is faster.
+CPU with avx512_bf16 and no AMX. ``WaveformConv1d``'s path is fp32 only: under autocast oneDNN's own
+bf16 kernel is faster.
 
 ``StridedGroupedConv1d``, for layers 2–4 (kernel 41, stride 2–4, 4–16 groups of 8–32 channels): on
 a CPU, oneDNN computes their weight gradient at 17–43 GFLOP/s against 200 for a dense convolution,
