@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from trainer.config import DiscriminatorConfig, GeneratorConfig
-from trainer.msd_convs import StridedGroupedConv1d, WaveformConv1d
+from trainer.msd_convs import FFTConv1d, WaveformConv1d
 
 LRELU_SLOPE = 0.1
 CHANNELS_LAST_MIN_FRAMES = 256  # batch × mel frames; below it the layout's fixed costs outweigh its gain
@@ -79,7 +79,7 @@ class LayoutKeepingWNConv1d(WNConv1d):
                         (1, *self.dilation), self.groups).squeeze(2)
 
 
-class WNStridedGroupedConv1d(WNConv1d, StridedGroupedConv1d):
+class WNFFTConv1d(WNConv1d, FFTConv1d):
     pass
 
 
@@ -248,16 +248,16 @@ class DiscriminatorS(nn.Module):
             def normed(conv_class):
                 return lambda *args, **kwargs: spectral_norm(conv_class(*args, **kwargs))
 
-            conv, waveform_conv, grouped_conv = normed(nn.Conv1d), normed(WaveformConv1d), normed(StridedGroupedConv1d)
+            conv, waveform_conv, grouped_conv = normed(nn.Conv1d), normed(WaveformConv1d), normed(FFTConv1d)
         else:
-            conv, waveform_conv, grouped_conv = WNConv1d, WNWaveformConv1d, WNStridedGroupedConv1d
-        self.convs = nn.ModuleList([  # the first four are the slowest layers on a CPU: see msd_convs
+            conv, waveform_conv, grouped_conv = WNConv1d, WNWaveformConv1d, WNFFTConv1d
+        self.convs = nn.ModuleList([  # the first six are the slowest layers on a CPU: see msd_convs
             waveform_conv(1, c[0], 15, 1, padding=7),
             grouped_conv(c[0], c[0], 41, 2, groups=4, padding=20),
             grouped_conv(c[0], c[1], 41, 2, groups=16, padding=20),
             grouped_conv(c[1], c[2], 41, 4, groups=16, padding=20),
-            conv(c[2], c[3], 41, 4, groups=16, padding=20),
-            conv(c[3], c[3], 41, 1, groups=16, padding=20),
+            grouped_conv(c[2], c[3], 41, 4, groups=16, padding=20),
+            grouped_conv(c[3], c[3], 41, 1, groups=16, padding=20),
             conv(c[3], c[3], 5, 1, padding=2),
         ])
         self.conv_post = conv(c[3], 1, 3, 1, padding=1)

@@ -1,24 +1,26 @@
 """The multi-scale discriminator's slowest convolutions, made fast on CPU with the same math.
 
 Both classes are ``nn.Conv1d``s (same parameters, same state-dict keys, same results within float
-rounding) with a CPU path of their own; elsewhere (CUDA, other dtypes, small inputs) they are plain
-``nn.Conv1d``s. ``StridedGroupedConv1d``'s path also runs under bf16 autocast, where it computes what
-autocast's convolution computes (bf16 operands, a bf16 output) except that the weight gradient is
-summed and returned in fp32: left to autocast, oneDNN runs these shapes through its im2col + GEMM
-fallback on the channels-first layout, up to 2.3× slower per layer (forward and both gradients) on a
-CPU with avx512_bf16 and no AMX. ``WaveformConv1d``'s path is fp32 only: under autocast oneDNN's own
-bf16 kernel is faster.
+rounding) with a CPU path of their own; elsewhere (CUDA, float64, small inputs) they are plain
+``nn.Conv1d``s.
 
-``StridedGroupedConv1d``, for layers 2–4 (kernel 41, stride 2–4, 4–16 groups of 8–32 channels): on
-a CPU, oneDNN computes their weight gradient at 17–43 GFLOP/s against 200 for a dense convolution,
-and runs their forward on the channels-first layout at half the speed it reaches channels-last.
-This path runs forward and input gradient through oneDNN on the channels-last layout, and computes
-the weight gradient as blocked matrix products over a strided view of the input: group g's input
-is laid out as rows of ``stride × in_channels_per_group`` floats, one row per output position,
-padded so every batch item has the same number of rows. Then taps ``q·stride … q·stride + stride −
-1`` of every output position are one row of a matrix that starts ``q`` rows further on, so for
-each q: dW[taps of q] = grad_outputᵀ · (that matrix), a plain matrix product over a strided view
-with no unfolding; rows are taken in chunks that stay in cache.
+``FFTConv1d``, for layers 2–6 (kernel 41, stride 1–4, 4–16 groups of 8–64 channels): oneDNN runs
+these at 46–71 % of a CPU's peak, and its weight gradients at far less, where through the FFT a
+41-tap kernel costs little more than a short one. This path computes them by overlap-save:
+
+- A stride-s convolution is a stride-1 correlation over s phases of the zero-padded input: with
+  ``x_r[m] = x[s·m + r]`` and ``w_r[q] = w[s·q + r]``, ``y[n] = Σ_r Σ_q w_r[q] · x_r[n + q]``, so
+  each group has s × in-channels "phase channels" and ⌈kernel / s⌉ taps.
+- The phase channels are cut into blocks of N samples, M = N − taps + 1 apart. A block's circular
+  correlation with the taps (zero-padded to N) is exact in its first M outputs, and in frequency it
+  is one matrix product per frequency and group: ``Y(f) = conj(W(f)) · X(f)``.
+- The input gradient is the transposed product ``W(f)ᵀ · GY(f)`` of the output gradient's blocks
+  (M outputs, zero-padded to N), added back where the blocks overlap; the weight gradient is
+  ``Σ conj(GY(f)) · X(f)ᵀ`` over blocks and batch, transformed back to the taps.
+
+It computes in fp32 under bf16 autocast too and rounds its output to autocast's dtype: faster there
+than oneDNN's bf16 kernels for these shapes (which run the grouped layers through im2col + GEMM on a
+CPU without AMX), and more accurate.
 
 ``WaveformConv1d``, for layer 1 (one input channel, the waveform): one matrix product of the
 unfolded waveform (kernel-size floats per output position) with the weight, whose result is the
@@ -34,74 +36,127 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROWS_PER_PRODUCT = 2048  # output positions per matrix product: its operands stay in a core's L2
-MIN_SAMPLES = 32768  # batch × input length below which these paths' fixed costs outweigh their gain
+MIN_SAMPLES = 32768  # batch × input length below which the waveform path's fixed costs outweigh its gain
+MIN_MACS = 2**27  # multiply-adds of the direct convolution below which the FFT's fixed costs outweigh its gain
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+def block_size(taps: int, out_length: int) -> int:
+    """The overlap-save FFT length: a power of two at least 2 (taps − 1), so that a block's tail
+    overlaps only the next block, costing least for this many outputs (⌈outputs / (N − taps + 1)⌉
+    blocks of N log N each; ties go to the longer block)."""
+    best_cost, best, n = math.inf, 0, 8
+    while True:
+        if n >= 2 * (taps - 1):
+            blocks = math.ceil(out_length / (n - taps + 1))
+            cost = blocks * n * math.log2(n)
+            if cost <= best_cost:
+                best_cost, best = cost, n
+            if blocks == 1:
+                return best
+        n *= 2
 
 
-def conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size: int, stride: int, padding: int,
-                     groups: int) -> torch.Tensor:
-    """∂loss/∂weight of ``conv1d(x, weight, stride=stride, padding=padding, groups=groups)``, in fp32
-    whatever the dtype of ``x`` and ``grad_y`` (they are converted while being laid out)."""
-    batch, channels, length = x.shape
-    out_channels, out_length = grad_y.shape[1], grad_y.shape[2]
-    cin, cout = channels // groups, out_channels // groups
-    rows_per_item = math.ceil((length + 2 * padding) / stride)
-    rows = batch * rows_per_item
-    width = stride * cin  # one row: the inputs under ``stride`` consecutive taps
-    row_groups = math.ceil(kernel_size / stride)
-    block = rows * width  # one group's input
+class _Blocks:
+    """How one convolution's input, output and weight are cut and laid out for the FFT."""
 
-    # the tail keeps the last group's views in bounds
-    xs = x.new_empty(groups * block + row_groups * width, dtype=torch.float32)
-    padded = xs[: groups * block].view(groups, batch, rows_per_item * stride, cin)
-    padded[:, :, padding:padding + length] = x.reshape(batch, groups, cin, length).permute(1, 0, 3, 2)
-    padded[:, :, :padding] = 0
-    padded[:, :, padding + length:] = 0
-    xs[groups * block:] = 0
-    gy = grad_y.new_empty(batch, rows_per_item, groups, cout, dtype=torch.float32)
-    gy[:, :out_length] = grad_y.reshape(batch, groups, cout, out_length).permute(0, 3, 1, 2)
-    gy[:, out_length:] = 0  # rows past the output read past the item's input: they must count for nothing
-    gy = gy.view(rows, groups, cout)
+    def __init__(self, x_shape, w_shape, stride: int, padding: int, groups: int):
+        self.batch, self.in_channels, self.length = x_shape
+        self.out_channels, self.cin, self.kernel = w_shape
+        self.stride, self.padding, self.groups = stride, padding, groups
+        self.cout = self.out_channels // groups
+        self.phase_channels = self.cin * stride  # per group, ordered (input channel, phase)
+        self.taps = math.ceil(self.kernel / stride)
+        self.out_length = (self.length + 2 * padding - self.kernel) // stride + 1
+        self.n = block_size(self.taps, self.out_length)
+        self.m = self.n - self.taps + 1  # outputs per block
+        self.count = math.ceil(self.out_length / self.m)
+        self.phase_length = self.count * self.m + self.taps - 1  # phase samples the blocks read
+        self.frequencies = self.n // 2 + 1
 
-    dw = xs.new_zeros(groups, row_groups, cout, width)
-    for g in range(groups):
-        for r in range(0, rows, ROWS_PER_PRODUCT):
-            n = min(ROWS_PER_PRODUCT, rows - r)
-            taps = xs.as_strided((row_groups, n, width), (width, width, 1), g * block + r * width)
-            dw[g].baddbmm_(gy[r:r + n, g].t().expand(row_groups, cout, n), taps)
-    dw = dw.view(groups, row_groups, cout, stride, cin).permute(0, 2, 4, 1, 3)
-    return dw.reshape(out_channels, cin, row_groups * stride)[..., :kernel_size].contiguous()
+    def split_phases(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, in, length] → zero-padded [batch, groups, phase channels, phase length]."""
+        padded = x.new_zeros(self.batch, self.in_channels, self.phase_length * self.stride)
+        n = max(0, min(self.length, padded.shape[-1] - self.padding))
+        padded[..., self.padding:self.padding + n] = x[..., :n]
+        phases = padded.view(self.batch, self.groups, self.cin, self.phase_length, self.stride).transpose(3, 4)
+        return phases.reshape(self.batch, self.groups, self.phase_channels, self.phase_length)
+
+    def merge_phases(self, phases: torch.Tensor) -> torch.Tensor:
+        """The adjoint of ``split_phases``: [batch, groups, phase channels, phase length] → [batch, in, length]."""
+        x = phases.view(self.batch, self.groups, self.cin, self.stride, self.phase_length).transpose(3, 4)
+        x = x.reshape(self.batch, self.in_channels, -1)[..., self.padding:self.padding + self.length]
+        return F.pad(x, (0, self.length - x.shape[-1]))
+
+    def to_matrices(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """[batch, groups, channels, blocks, frequencies] → [groups × frequencies, channels, batch × blocks]."""
+        channels = spectrum.shape[2]
+        return spectrum.permute(1, 4, 2, 0, 3).reshape(self.groups * self.frequencies, channels, -1)
+
+    def to_blocks(self, matrices: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``to_matrices``, back in time: [batch, groups, channels, blocks, n]."""
+        channels = matrices.shape[1]
+        spectrum = matrices.view(self.groups, self.frequencies, channels, self.batch, self.count)
+        return torch.fft.irfft(spectrum.permute(3, 0, 2, 4, 1), n=self.n)
+
+    def input_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = self.split_phases(x).unfold(-1, self.n, self.m)
+        return self.to_matrices(torch.fft.rfft(blocks))
+
+    def output_spectrum(self, grad_y: torch.Tensor) -> torch.Tensor:
+        blocks = F.pad(grad_y, (0, self.count * self.m - self.out_length))
+        blocks = blocks.reshape(self.batch, self.groups, self.cout, self.count, self.m)
+        return self.to_matrices(torch.fft.rfft(blocks, n=self.n))
+
+    def weight_spectrum(self, weight: torch.Tensor) -> torch.Tensor:
+        """[out, in per group, kernel] → [groups × frequencies, out per group, phase channels]."""
+        w = F.pad(weight, (0, self.taps * self.stride - self.kernel))
+        w = w.view(self.groups, self.cout, self.cin, self.taps, self.stride).transpose(3, 4)
+        w = w.reshape(self.groups, self.cout, self.phase_channels, self.taps)
+        w = torch.fft.rfft(w, n=self.n).permute(0, 3, 1, 2)
+        return w.reshape(self.groups * self.frequencies, self.cout, self.phase_channels)
+
+    def output(self, matrices: torch.Tensor) -> torch.Tensor:
+        y = self.to_blocks(matrices)[..., :self.m]
+        return y.reshape(self.batch, self.out_channels, -1)[..., :self.out_length]
+
+    def input_gradient(self, matrices: torch.Tensor) -> torch.Tensor:
+        blocks = self.to_blocks(matrices)
+        total = blocks.new_zeros(self.batch, self.groups, self.phase_channels, (self.count + 1) * self.m)
+        shape = (self.batch, self.groups, self.phase_channels, self.count, self.m)
+        total[..., :self.count * self.m].view(shape).add_(blocks[..., :self.m])
+        total[..., self.m:].view(shape)[..., :self.taps - 1].add_(blocks[..., self.m:])
+        return self.merge_phases(total[..., :self.phase_length])
+
+    def weight_gradient(self, matrices: torch.Tensor) -> torch.Tensor:
+        spectrum = matrices.view(self.groups, self.frequencies, self.cout, self.phase_channels).permute(0, 2, 3, 1)
+        w = torch.fft.irfft(spectrum, n=self.n)[..., :self.taps]
+        w = w.reshape(self.groups, self.cout, self.cin, self.stride, self.taps).transpose(3, 4)
+        return w.reshape(self.out_channels, self.cin, -1)[..., :self.kernel].contiguous()
 
 
-class _StridedGroupedConv(torch.autograd.Function):
+class _FFTConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stride: int, padding: int, groups: int, dtype: torch.dtype):
-        ctx.input_dtype = x.dtype
-        x = _channels_last(x.to(dtype))
-        weight = weight.to(dtype).unsqueeze(2)
-        ctx.save_for_backward(x, weight)
-        ctx.conf = stride, padding, groups
-        return F.conv2d(x, weight, None if bias is None else bias.to(dtype), (1, stride), (0, padding), 1,
-                        groups).squeeze(2)
+    def forward(ctx, x, weight, bias, stride: int, padding: int, groups: int):
+        blocks = _Blocks(x.shape, weight.shape, stride, padding, groups)
+        x_f, w_f = blocks.input_spectrum(x), blocks.weight_spectrum(weight)
+        y = blocks.output(torch.bmm(w_f.conj(), x_f))
+        ctx.blocks = blocks
+        ctx.save_for_backward(x_f if ctx.needs_input_grad[1] else None, w_f)
+        return y if bias is None else y + bias[:, None]
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        stride, padding, groups = ctx.conf
+        x_f, w_f = ctx.saved_tensors
+        blocks = ctx.blocks
+        gy_f = blocks.output_spectrum(grad_y)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                _channels_last(grad_y.to(x.dtype)), x, weight, None, [1, stride], [0, padding], [1, 1], False,
-                [0, 0], groups, [True, False, False])[0].squeeze(2).to(ctx.input_dtype)
+            grad_x = blocks.input_gradient(torch.bmm(w_f.transpose(1, 2), gy_f))
         if ctx.needs_input_grad[1]:
-            grad_w = conv_weight_grad(x.squeeze(2), grad_y, weight.shape[-1], stride, padding, groups)
+            grad_w = blocks.weight_gradient(torch.bmm(gy_f.conj(), x_f.transpose(1, 2)))
         if ctx.needs_input_grad[2]:
-            grad_b = grad_y.sum((0, 2), dtype=torch.float32)
-        return grad_x, grad_w, grad_b, None, None, None, None
+            grad_b = grad_y.sum((0, 2))
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def compute_dtype() -> torch.dtype:
@@ -109,26 +164,33 @@ def compute_dtype() -> torch.dtype:
     return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
 
 
-def fast_path_applies(conv: nn.Conv1d, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """CPU, fp32 weights computing in fp32 or bf16 (the input in fp32 or that dtype), zero padding given
-    as a number, no dilation, enough work."""
+def cpu_path_applies(conv: nn.Conv1d, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A batched input on the CPU, fp32 weights computing in fp32 or bf16 (the input in fp32 or that
+    dtype), zero padding given as a number, no dilation."""
     dtype = compute_dtype()
-    return (x.device.type == "cpu" and weight.dtype == torch.float32 and dtype in (torch.float32, torch.bfloat16)
-            and x.dtype in (torch.float32, dtype) and x.shape[0] * x.shape[-1] >= MIN_SAMPLES
+    return (x.device.type == "cpu" and x.dim() == 3 and weight.dtype == torch.float32
+            and dtype in (torch.float32, torch.bfloat16) and x.dtype in (torch.float32, dtype)
             and conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and conv.dilation == (1,))
 
 
-class StridedGroupedConv1d(nn.Conv1d):
+class FFTConv1d(nn.Conv1d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if not fast_path_applies(self, x, weight):
+        (k,), (stride,), (padding,) = self.kernel_size, self.stride, self.padding
+        if not cpu_path_applies(self, x, weight):
             return super()._conv_forward(x, weight, bias)
-        return _StridedGroupedConv.apply(x, weight, bias, self.stride[0], self.padding[0], self.groups, compute_dtype())
+        out_length = (x.shape[-1] + 2 * padding - k) // stride + 1
+        if x.shape[0] * out_length * weight.shape[0] * weight.shape[1] * k < MIN_MACS:
+            return super()._conv_forward(x, weight, bias)
+        dtype = compute_dtype()
+        with torch.autocast("cpu", enabled=False):
+            y = _FFTConv.apply(x.float(), weight, bias, stride, padding, self.groups)
+        return y.to(dtype)
 
 
 class WaveformConv1d(nn.Conv1d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if (self.in_channels != 1 or self.groups != 1 or compute_dtype() != torch.float32
-                or not fast_path_applies(self, x, weight)):
+                or not cpu_path_applies(self, x, weight) or x.shape[0] * x.shape[-1] < MIN_SAMPLES):
             return super()._conv_forward(x, weight, bias)
         (k,), (stride,), (padding,) = self.kernel_size, self.stride, self.padding
         taps = F.pad(x, (padding, padding)).unfold(-1, k, stride)  # [B, 1, T, k]
