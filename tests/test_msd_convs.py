@@ -75,6 +75,11 @@ def test_every_block_length_computes_the_same(monkeypatch, n):
     assert_matches_float64_conv1d(FFTConv1d(32, 32, 41, 2, padding=20, groups=4), 2, 700)
 
 
+def test_an_input_shorter_than_the_kernel_gets_conv1ds_error():
+    with pytest.raises(RuntimeError, match="Kernel size can't be greater than actual input size"):
+        FFTConv1d(4, 4, 41, 2, groups=2)(torch.randn(1, 4, 40))  # no output at all: (40 - 41) // 2 + 1 = 0
+
+
 def test_the_same_input_gives_bit_identical_results():
     """What an exact resume needs: no run-to-run variation in the FFT path."""
     torch.manual_seed(0)

@@ -179,8 +179,8 @@ class FFTConv1d(nn.Conv1d):
         if not cpu_path_applies(self, x, weight):
             return super()._conv_forward(x, weight, bias)
         out_length = (x.shape[-1] + 2 * padding - k) // stride + 1
-        if x.shape[0] * out_length * weight.shape[0] * weight.shape[1] * k < MIN_MACS:
-            return super()._conv_forward(x, weight, bias)
+        if out_length < 1 or x.shape[0] * out_length * weight.shape[0] * weight.shape[1] * k < MIN_MACS:
+            return super()._conv_forward(x, weight, bias)  # and its error for an input shorter than the kernel
         dtype = compute_dtype()
         with torch.autocast("cpu", enabled=False):
             y = _FFTConv.apply(x.float(), weight, bias, stride, padding, self.groups)
