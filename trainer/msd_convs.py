@@ -40,6 +40,10 @@ MIN_SAMPLES = 32768  # batch × input length below which the waveform path's fix
 MIN_MACS = 2**27  # multiply-adds of the direct convolution below which the FFT's fixed costs outweigh its gain
 
 
+def output_length(length: int, kernel: int, stride: int, padding: int) -> int:
+    return (length + 2 * padding - kernel) // stride + 1
+
+
 def block_size(taps: int, out_length: int) -> int:
     """The overlap-save FFT length: a power of two at least 2 (taps − 1), so that a block's tail
     overlaps only the next block, costing least for this many outputs (⌈outputs / (N − taps + 1)⌉
@@ -66,7 +70,7 @@ class _Blocks:
         self.cout = self.out_channels // groups
         self.phase_channels = self.cin * stride  # per group, ordered (input channel, phase)
         self.taps = math.ceil(self.kernel / stride)
-        self.out_length = (self.length + 2 * padding - self.kernel) // stride + 1
+        self.out_length = output_length(self.length, self.kernel, stride, padding)
         self.n = block_size(self.taps, self.out_length)
         self.m = self.n - self.taps + 1  # outputs per block
         self.count = math.ceil(self.out_length / self.m)
@@ -178,7 +182,7 @@ class FFTConv1d(nn.Conv1d):
         (k,), (stride,), (padding,) = self.kernel_size, self.stride, self.padding
         if not cpu_path_applies(self, x, weight):
             return super()._conv_forward(x, weight, bias)
-        out_length = (x.shape[-1] + 2 * padding - k) // stride + 1
+        out_length = output_length(x.shape[-1], k, stride, padding)
         if out_length < 1 or x.shape[0] * out_length * weight.shape[0] * weight.shape[1] * k < MIN_MACS:
             return super()._conv_forward(x, weight, bias)  # and its error for an input shorter than the kernel
         dtype = compute_dtype()
